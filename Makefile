@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# mini_pipe: `make help` lists the targets.
+#
+# As a plain out-of-tree module: `make KDIR=/path/to/rust-enabled/kernel/build`. KDIR defaults to
+# the running kernel's build directory. For a kernel built with clang, LLVM defaults to -19 when
+# clang-19 is installed (Debian's naming), else to 1; pass LLVM=... to override.
+#
+# The project targets (kernel, demo, check, ...) use the test kernel that
+# scripts/build-kernel.sh builds and caches.
+
+KDIR ?= /lib/modules/$(shell uname -r)/build
+ifeq ($(LLVM),)
+LLVM := $(if $(shell grep -s '^CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),$(if $(shell command -v clang-19),-19,1))
+endif
+kbuild = $(MAKE) -C $(KDIR) M=$(top) $(if $(LLVM),LLVM=$(LLVM))
+
+top := $(CURDIR)
+# rustfmt follows the crate root's `mod` items to the other files.
+rustfmt = rustfmt --edition 2021 --color never --config-path $(top)/kernel/rustfmt.toml mini_pipe.rs
+
+.PHONY: modules clean fmt fmtcheck clippy rust-analyzer kernel demo check help
+
+## modules: build mini_pipe.ko against KDIR (the default target)
+modules:
+	$(kbuild) modules
+
+## clean: remove the module's build output
+clean:
+	$(kbuild) clean
+	rm -rf tests/target
+
+## fmt: format the module's Rust code with the kernel's rustfmt settings
+fmt:
+	$(rustfmt)
+	cd tests && cargo fmt
+
+## fmtcheck: fail if `make fmt` would change anything
+fmtcheck:
+	$(rustfmt) --check
+	cd tests && cargo fmt --check
+
+## clippy: build the module with clippy against KDIR; any warning fails
+clippy:
+	$(kbuild) CLIPPY=1 KRUSTFLAGS=-Dwarnings modules
+
+## rust-analyzer: write rust-project.json for editors (against KDIR)
+rust-analyzer:
+	$(kbuild) rust-analyzer
+
+## kernel: build (or find in the cache) the standard test kernel; prints its directory
+kernel:
+	@scripts/build-kernel.sh standard
+
+## demo: boot the test kernel, load mini_pipe, and show cat and echo meeting in it
+demo:
+	@scripts/demo.sh
+
+## check: the whole test suite: formatting, warnings, clippy, and the tests in the VM
+check:
+	@scripts/check.sh
+
+## help: list the targets
+help:
+	@sed -n 's/^## //p' Makefile | sed 's/: /\t/' | expand -t 16

@@ -1,0 +1,368 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The foundation tests: the module loads and unloads, the node is a misc device, bytes get
+//! through intact, readers and writers block and wake as a pipe's do.
+
+use crate::{
+    util::{
+        blocked_in_syscall, ensure, is_loaded, open, pattern, reload, run, wait_until, Helper,
+        TestResult, DEV, KO, SYS_READ, SYS_WRITE,
+    },
+    Test,
+};
+use nix::{
+    fcntl::{fcntl, FcntlArg, OFlag},
+    libc,
+    sys::{
+        signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal},
+        stat::{major, minor, stat, SFlag},
+    },
+    unistd::Pid,
+};
+use std::{
+    io::{ErrorKind, Read, Write},
+    os::fd::AsRawFd,
+    process::{Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+pub static TESTS: &[Test] = &[
+    Test {
+        name: "device_node",
+        run: device_node,
+    },
+    Test {
+        name: "rmmod_insmod",
+        run: rmmod_insmod,
+    },
+    Test {
+        name: "capacity_out_of_range",
+        run: capacity_out_of_range,
+    },
+    Test {
+        name: "cat_echo_rendezvous",
+        run: cat_echo_rendezvous,
+    },
+    Test {
+        name: "writer_blocks_at_capacity",
+        run: writer_blocks_at_capacity,
+    },
+    Test {
+        name: "bulk_16mib_intact",
+        run: bulk_16mib_intact,
+    },
+    Test {
+        name: "signal_interrupts_read",
+        run: signal_interrupts_read,
+    },
+    Test {
+        name: "nonblock_eagain",
+        run: nonblock_eagain,
+    },
+    Test {
+        name: "eof_after_last_writer",
+        run: eof_after_last_writer,
+    },
+    Test {
+        name: "epipe_without_reader",
+        run: epipe_without_reader,
+    },
+];
+
+const SHORT: Duration = Duration::from_secs(30);
+const LONG: Duration = Duration::from_secs(240);
+
+nix::ioctl_read_bad!(fionread, libc::FIONREAD, libc::c_int);
+
+/// Bytes queued in the pipe, by FIONREAD on `fd`.
+fn queued(f: &impl AsRawFd) -> Result<i32, String> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    unsafe { fionread(f.as_raw_fd(), &mut n) }.map_err(|e| format!("FIONREAD: {e}"))?;
+    Ok(n)
+}
+
+/// The misc device's dev_t as the kernel publishes it: "MAJOR:MINOR".
+fn sysfs_dev() -> Option<String> {
+    std::fs::read_to_string("/sys/class/misc/mini_pipe/dev")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// /dev/mini_pipe is a character device, misc major 10 with the minor sysfs gives, mode 0600.
+fn device_node() -> TestResult {
+    reload(&[])?;
+    let st = stat(DEV).map_err(|e| format!("stat {DEV}: {e}"))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    ensure!(
+        kind == SFlag::S_IFCHR,
+        "{DEV} is not a character device (mode {:o})",
+        st.st_mode
+    );
+    let (maj, min) = (major(st.st_rdev), minor(st.st_rdev));
+    ensure!(maj == 10, "major is {maj}, not the misc major 10");
+    let published = sysfs_dev().ok_or("no /sys/class/misc/mini_pipe/dev")?;
+    ensure!(
+        published == format!("10:{min}"),
+        "node is 10:{min}, sysfs says {published}"
+    );
+    ensure!(
+        st.st_mode & 0o777 == 0o600,
+        "permissions are {:o}, not 600",
+        st.st_mode & 0o777
+    );
+    Ok(())
+}
+
+/// rmmod removes the node, insmod brings it back, and the device works after the cycle.
+fn rmmod_insmod() -> TestResult {
+    reload(&[])?;
+    let (st, out) = run("rmmod", &["mini_pipe"], SHORT)?;
+    ensure!(st.success(), "rmmod failed: {out}");
+    ensure!(!is_loaded(), "mini_pipe still in /proc/modules after rmmod");
+    wait_until("the node is gone", SHORT, || stat(DEV).is_err())?;
+    let (st, out) = run("insmod", &[KO], SHORT)?;
+    ensure!(st.success(), "insmod failed: {out}");
+    wait_until("the node is back", SHORT, || stat(DEV).is_ok())?;
+    let mut f = open(DEV, true, true, 0).map_err(|e| format!("open after reload: {e}"))?;
+    f.write_all(b"again").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 5];
+    f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    ensure!(&buf == b"again", "read back {buf:?}");
+    Ok(())
+}
+
+/// capacity=0 or above the limit: insmod fails with EINVAL, dmesg says why, no node appears.
+fn capacity_out_of_range() -> TestResult {
+    if is_loaded() {
+        let (st, out) = run("rmmod", &["mini_pipe"], SHORT)?;
+        ensure!(st.success(), "rmmod failed: {out}");
+    }
+    for bad in ["0", "16777217"] {
+        let param = format!("capacity={bad}");
+        let (st, out) = run("insmod", &[KO, &param], SHORT)?;
+        ensure!(!st.success(), "insmod {param} succeeded");
+        ensure!(
+            out.contains("Invalid argument") || out.contains("EINVAL"),
+            "insmod {param}: {out}"
+        );
+        ensure!(
+            !is_loaded() && stat(DEV).is_err(),
+            "{param}: module or node present"
+        );
+        let (_, dmesg) = run("dmesg", &[], SHORT)?;
+        let said = format!("capacity={bad} is out of range");
+        ensure!(dmesg.contains(&said), "dmesg does not say '{said}'");
+    }
+    for good in ["1", "16777216"] {
+        reload(&[&format!("capacity={good}")])?;
+    }
+    reload(&[])
+}
+
+/// `cat /dev/mini_pipe` waits for a writer; `echo hi > /dev/mini_pipe` reaches it; the cat
+/// sees end-of-file when echo closes and exits.
+fn cat_echo_rendezvous() -> TestResult {
+    reload(&[])?;
+    let cat = Command::new("cat")
+        .arg(DEV)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cat: {e}"))?;
+    let mut cat = Helper::new(cat);
+    let (st, out) = run("sh", &["-c", &format!("echo hi > {DEV}")], SHORT)?;
+    ensure!(st.success(), "echo failed: {out}");
+    let got = cat.output_within(SHORT)?;
+    ensure!(got == "hi\n", "cat printed {got:?}, not \"hi\\n\"");
+    let st = cat.wait_within(SHORT)?;
+    ensure!(st.success(), "cat exited with {st}");
+    Ok(())
+}
+
+/// The seeds' scenario, capacity=128: a writer's 200-byte write fills the ring and blocks;
+/// only then does the reader start, reading 64 bytes at a time; all 200 bytes arrive intact.
+fn writer_blocks_at_capacity() -> TestResult {
+    reload(&["capacity=128"])?;
+    // Open the read side without waiting, so that the writer's open does not wait either.
+    let mut rd = open(DEV, true, false, libc::O_NONBLOCK).map_err(|e| format!("open: {e}"))?;
+    let mut writer = Helper::spawn("write", &["7".into(), "200".into(), "0".into()])?;
+    wait_until("the writer sleeps in write()", SHORT, || {
+        blocked_in_syscall(writer.pid(), SYS_WRITE)
+    })?;
+    // The reader has not read a byte, the writer is asleep, and the ring is full.
+    ensure!(
+        queued(&rd)? == 128,
+        "{} bytes queued while the writer sleeps, not 128",
+        queued(&rd)?
+    );
+    ensure!(
+        blocked_in_syscall(writer.pid(), SYS_WRITE),
+        "the writer woke up with no reader"
+    );
+    fcntl(&rd, FcntlArg::F_SETFL(OFlag::empty())).map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 64];
+    loop {
+        let n = rd
+            .read(&mut chunk)
+            .map_err(|e| format!("read after {}: {e}", got.len()))?;
+        if n == 0 {
+            break;
+        }
+        ensure!(got.len() + n <= 200, "more than 200 bytes arrived");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let mut want = vec![0u8; 200];
+    pattern(7, 0, &mut want);
+    ensure!(got == want, "the 200 bytes differ from what was written");
+    let out = writer.output_within(SHORT)?;
+    ensure!(out.trim() == "200", "the writer reports {:?}", out.trim());
+    let st = writer.wait_within(SHORT)?;
+    ensure!(st.success(), "writer exited with {st}");
+    drop(rd);
+    reload(&[])
+}
+
+/// 16 MiB from one process to another: every byte checked, in odd-sized writes.
+fn bulk_16mib_intact() -> TestResult {
+    reload(&[])?;
+    const TOTAL: u64 = 16 << 20;
+    const SEED: u64 = 16;
+    let mut writer = Helper::spawn(
+        "write",
+        &[SEED.to_string(), TOTAL.to_string(), "4099".into()],
+    )?;
+    let mut rd = open(DEV, true, false, 0).map_err(|e| format!("open: {e}"))?;
+    let mut buf = vec![0u8; 65536];
+    let mut want = vec![0u8; 65536];
+    let mut off = 0u64;
+    let mut sum = 0u64;
+    loop {
+        let n = rd
+            .read(&mut buf)
+            .map_err(|e| format!("read at {off}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        pattern(SEED, off, &mut want[..n]);
+        ensure!(
+            buf[..n] == want[..n],
+            "bytes {off}..{} differ from what was written",
+            off + n as u64
+        );
+        sum = buf[..n]
+            .iter()
+            .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(b as u64));
+        off += n as u64;
+    }
+    ensure!(off == TOTAL, "read {off} bytes, not {TOTAL}");
+    let out = writer.output_within(LONG)?;
+    ensure!(
+        out.trim() == TOTAL.to_string(),
+        "the writer reports {:?}",
+        out.trim()
+    );
+    ensure!(writer.wait_within(SHORT)?.success(), "writer failed");
+    println!("# bulk_16mib_intact: {TOTAL} bytes, checksum {sum:016x}");
+    Ok(())
+}
+
+/// A signal ends a blocked read: with a handler and no SA_RESTART, read fails with EINTR.
+fn signal_interrupts_read() -> TestResult {
+    reload(&[])?;
+    let mut reader = Helper::spawn("read-until-signal", &[])?;
+    wait_until("the reader sleeps in read()", SHORT, || {
+        blocked_in_syscall(reader.pid(), SYS_READ)
+    })?;
+    kill(Pid::from_raw(reader.pid() as i32), Signal::SIGUSR1).map_err(|e| e.to_string())?;
+    let out = reader.output_within(SHORT)?;
+    ensure!(out.trim() == "EINTR", "the reader reports {:?}", out.trim());
+    ensure!(reader.wait_within(SHORT)?.success(), "reader failed");
+    Ok(())
+}
+
+/// O_NONBLOCK: a read of an empty pipe and a write into a full one fail with EAGAIN and move
+/// nothing; a non-atomic write into a nearly full pipe moves what fits.
+fn nonblock_eagain() -> TestResult {
+    reload(&["capacity=128"])?;
+    let mut f = open(DEV, true, true, libc::O_NONBLOCK).map_err(|e| e.to_string())?;
+    let err = f.read(&mut [0u8; 8]).err().and_then(|e| e.raw_os_error());
+    ensure!(
+        err == Some(libc::EAGAIN),
+        "read of an empty pipe: {err:?}, not EAGAIN"
+    );
+    ensure!(
+        f.write(&[1u8; 100]).map_err(|e| e.to_string())? == 100,
+        "first write short"
+    );
+    // 100 bytes is atomic (<= capacity): 28 bytes of room is not enough, so EAGAIN.
+    let err = f.write(&[2u8; 100]).err().and_then(|e| e.raw_os_error());
+    ensure!(
+        err == Some(libc::EAGAIN),
+        "atomic write without room: {err:?}, not EAGAIN"
+    );
+    ensure!(queued(&f)? == 100, "the failed write moved bytes");
+    // 200 bytes is larger than the capacity, so not atomic: it takes the 28 bytes of room.
+    let n = f.write(&[3u8; 200]).map_err(|e| e.to_string())?;
+    ensure!(n == 28, "non-atomic write into 28 bytes of room wrote {n}");
+    let err = f.write(&[4u8; 1]).err().and_then(|e| e.raw_os_error());
+    ensure!(
+        err == Some(libc::EAGAIN),
+        "write into a full pipe: {err:?}, not EAGAIN"
+    );
+    drop(f);
+    reload(&[])
+}
+
+/// A blocked reader sees end-of-file (0) when the last writer closes.
+fn eof_after_last_writer() -> TestResult {
+    reload(&[])?;
+    let mut writer = Helper::spawn("write", &["1".into(), "10".into(), "0".into()])?;
+    let mut rd = open(DEV, true, false, 0).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    loop {
+        match rd.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    ensure!(got == 10, "read {got} bytes before end-of-file, not 10");
+    ensure!(writer.wait_within(SHORT)?.success(), "writer failed");
+    Ok(())
+}
+
+/// A write with no reader left fails with EPIPE and raises SIGPIPE.
+fn epipe_without_reader() -> TestResult {
+    reload(&[])?;
+    let rd = open(DEV, true, false, libc::O_NONBLOCK).map_err(|e| e.to_string())?;
+    let mut wr = open(DEV, false, true, 0).map_err(|e| e.to_string())?;
+    drop(rd);
+    SIGPIPE_SEEN.store(false, Ordering::SeqCst);
+    let act = SigAction::new(
+        SigHandler::Handler(on_sigpipe),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: The handler only stores to an atomic, which is async-signal-safe.
+    let old = unsafe { sigaction(Signal::SIGPIPE, &act) }.map_err(|e| e.to_string())?;
+    let err = wr.write(b"x").err().and_then(|e| e.raw_os_error());
+    // SAFETY: Restores the disposition the Rust runtime had set (SIG_IGN).
+    unsafe { sigaction(Signal::SIGPIPE, &old) }.map_err(|e| e.to_string())?;
+    ensure!(
+        err == Some(libc::EPIPE),
+        "write without a reader: {err:?}, not EPIPE"
+    );
+    ensure!(SIGPIPE_SEEN.load(Ordering::SeqCst), "no SIGPIPE was raised");
+    Ok(())
+}
+
+static SIGPIPE_SEEN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigpipe(_: i32) {
+    SIGPIPE_SEEN.store(true, Ordering::SeqCst);
+}
