@@ -19,7 +19,7 @@ top := $(CURDIR)
 # rustfmt follows the crate root's `mod` items to the other files.
 rustfmt = rustfmt --edition 2021 --color never --config-path $(top)/kernel/rustfmt.toml mini_pipe.rs
 
-.PHONY: modules clean fmt fmtcheck clippy rust-analyzer kernel demo check help
+.PHONY: modules clean fmt fmtcheck clippy rust-analyzer kernel demo check logs help
 
 ## modules: build mini_pipe.ko against KDIR (the default target)
 modules:
@@ -38,7 +38,7 @@ fmt:
 ## fmtcheck: fail if `make fmt` would change anything
 fmtcheck:
 	$(rustfmt) --check
-	cd tests && cargo fmt --check
+	cd tests && cargo fmt --check -- --color never
 
 ## clippy: build the module with clippy against KDIR; any warning fails
 clippy:
@@ -59,6 +59,10 @@ demo:
 ## check: the whole test suite: formatting, warnings, clippy, and the tests in the VM
 check:
 	@scripts/check.sh
+
+## logs: regenerate logs/ from real runs of demo and check, stamped with the commit
+logs:
+	@scripts/logs.sh
 
 ## help: list the targets
 help:

@@ -140,5 +140,6 @@ if grep -aqE "$splats" "$run/console.log"; then
 	grep -aE -A3 "$splats" "$run/console.log" | head -n 40 >&2
 	[ "$status" -ne 0 ] || status=1
 fi
-say "exit $status; logs in $run"
+guest=$(grep -aom1 'Linux version [^ ]*' "$run/console.log" || true)
+say "${guest:-guest kernel did not boot} ($accel); exit $status; logs in $run"
 exit "$status"

@@ -25,6 +25,7 @@ use crate::pipe::{
     OpenMode,
     Pipe, //
 };
+use core::cell::UnsafeCell;
 use kernel::{
     bindings, container_of,
     error::to_result,
@@ -34,12 +35,17 @@ use kernel::{
         c_uint,
         c_ulong, //
     },
-    fs::file::flags::O_NONBLOCK,
+    fs::{
+        file::flags::O_NONBLOCK,
+        File, //
+    },
     iov::{
         IovIterDest,
         IovIterSource, //
     },
     prelude::*,
+    seq_file::SeqFile,
+    sync::poll::PollTable,
     types::Opaque,
 };
 
@@ -51,6 +57,10 @@ const FMODE_WRITE: u32 = 1 << 1;
 /// `IOCB_NOWAIT` from include/linux/fs.h, defined there as `(__force int) RWF_NOWAIT`
 /// (0x8 in include/uapi/linux/fs.h): io_uring and `preadv2(RWF_NOWAIT)` ask for no waiting.
 const IOCB_NOWAIT: i32 = 0x8;
+
+/// `EPOLLET` from include/uapi/linux/eventpoll.h (a `__force` cast hides it from bindgen): set
+/// in a poll table's key when the poller is an edge-triggered epoll.
+const EPOLLET: u32 = 1 << 31;
 
 /// The misc major (include/uapi/linux/major.h).
 const MISC_MAJOR: u32 = 10;
@@ -160,9 +170,13 @@ static MINI_PIPE_FOPS: AssertSync<bindings::file_operations> =
         release: Some(mini_pipe_release),
         read_iter: Some(mini_pipe_read_iter),
         write_iter: Some(mini_pipe_write_iter),
+        poll: Some(mini_pipe_poll),
         unlocked_ioctl: Some(mini_pipe_ioctl),
         compat_ioctl: Some(mini_pipe_ioctl),
+        fasync: Some(mini_pipe_fasync),
+        show_fdinfo: Some(mini_pipe_show_fdinfo),
         // No `llseek`: `stream_open` in `open` makes lseek, pread and pwrite fail with ESPIPE.
+        // No `mmap`: mmap fails with ENODEV, as on a FIFO.
         ..pin_init::zeroed()
     });
 
@@ -254,11 +268,17 @@ unsafe extern "C" fn mini_pipe_open(
     // SAFETY: The file is valid.
     let mut mode = unsafe { mode_of(file) };
     mode.nonblock |= !misc.is_null();
-    if let Err(e) = device.pipe.open(mode) {
-        return e.to_errno();
+    let f_pipe = match device.pipe.open(mode) {
+        Ok(f_pipe) => f_pipe,
+        Err(e) => return e.to_errno(),
+    };
+    // SAFETY: The file is being opened and is ours to set up: from now on its private data is
+    // the pipe (`pipe_of`). `f_pipe` shares a union with `f_pos_lock`, which only files with
+    // FMODE_ATOMIC_POS use; `stream_open` cleared that, so the field is ours, as for a FIFO.
+    unsafe {
+        (*file).private_data = (&raw const device.pipe).cast_mut().cast();
+        (*file).__bindgen_anon_2.f_pipe = f_pipe;
     }
-    // SAFETY: The file is being opened; from now on its private data is the pipe (`pipe_of`).
-    unsafe { (*file).private_data = (&raw const device.pipe).cast_mut().cast() };
     0
 }
 
@@ -328,5 +348,100 @@ unsafe extern "C" fn mini_pipe_ioctl(
     match pipe.ioctl(cmd, arg) {
         Ok(ret) => ret as c_long,
         Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// # Safety
+///
+/// Called by the VFS with a valid, open file of `/dev/mini_pipe` and a poll table that is NULL
+/// or valid for this call.
+unsafe extern "C" fn mini_pipe_poll(
+    file: *mut bindings::file,
+    wait: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: The caller guarantees the file is valid and was opened by `mini_pipe_open`.
+    let (pipe, mode, f_pipe) = unsafe {
+        (
+            pipe_of(file),
+            mode_of(file),
+            (*file).__bindgen_anon_2.f_pipe,
+        )
+    };
+    // SAFETY: `wait` is NULL or valid for this call.
+    let edge_triggered = !wait.is_null() && unsafe { (*wait)._key } & EPOLLET != 0;
+    // SAFETY: `wait` is NULL or valid for the duration of this call, which outlives `table`.
+    let table = unsafe { PollTable::from_raw(wait) };
+    // SAFETY: The file is valid for this call and there is no fdget_pos region on it here.
+    let file = unsafe { File::from_raw_file(file) };
+    pipe.poll(file, &table, mode, f_pipe, edge_triggered)
+}
+
+/// # Safety
+///
+/// Called by the VFS (`fcntl(F_SETFL)` with `O_ASYNC`, or `__fput`) with a valid, open file of
+/// `/dev/mini_pipe`.
+unsafe extern "C" fn mini_pipe_fasync(fd: c_int, file: *mut bindings::file, on: c_int) -> c_int {
+    // SAFETY: The caller guarantees the file is valid and was opened by `mini_pipe_open`.
+    let (pipe, mode) = unsafe { (pipe_of(file), mode_of(file)) };
+    // SAFETY: The file is valid for this call, which `helper` runs within.
+    let helper = |list: &FasyncList, on: bool| unsafe { list.helper(fd, file, on) };
+    match pipe.fasync(mode, on != 0, helper) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// Called by procfs with a valid seq_file being filled by this thread and a valid, open file of
+/// `/dev/mini_pipe`.
+unsafe extern "C" fn mini_pipe_show_fdinfo(m: *mut bindings::seq_file, file: *mut bindings::file) {
+    // SAFETY: The caller guarantees the file is valid and was opened by `mini_pipe_open`, and
+    // that `m` is valid and only used by this thread for this call.
+    let (pipe, m) = unsafe { (pipe_of(file), SeqFile::from_raw(m)) };
+    pipe.show_fdinfo(m);
+}
+
+/// A list of files that asked for `SIGIO` (fs/pipe.c: `pipe->fasync_readers`, `fasync_writers`).
+///
+/// # Invariants
+///
+/// `head` is only read and written by `fasync_helper` and `kill_fasync`, which synchronise
+/// among themselves (`fasync_lock` and RCU); it is NULL or the list they built.
+pub(crate) struct FasyncList {
+    head: UnsafeCell<*mut bindings::fasync_struct>,
+}
+
+// SAFETY: By the type invariant, the C functions that use `head` synchronise themselves, and
+// nothing else touches it.
+unsafe impl Send for FasyncList {}
+// SAFETY: As for `Send`.
+unsafe impl Sync for FasyncList {}
+
+impl FasyncList {
+    /// An empty list.
+    pub(crate) const fn new() -> Self {
+        Self {
+            head: UnsafeCell::new(core::ptr::null_mut()),
+        }
+    }
+
+    /// Sends `SIGIO` with `si_code` `band` (`POLL_IN`, `POLL_OUT`) to the owner of every file on
+    /// the list.
+    pub(crate) fn kill(&self, band: c_int) {
+        // SAFETY: `head` is a valid list head (type invariant); kill_fasync synchronises itself.
+        unsafe { bindings::kill_fasync(self.head.get(), bindings::SIGIO as c_int, band) };
+    }
+
+    /// Adds `file` (descriptor `fd`) to the list, or removes it.
+    ///
+    /// # Safety
+    ///
+    /// `file` must be valid for the duration of the call. The list must outlive the file's
+    /// membership: the VFS removes the file (`fasync(-1, file, 0)`) before releasing it.
+    unsafe fn helper(&self, fd: c_int, file: *mut bindings::file, on: bool) -> Result {
+        // SAFETY: `file` is valid (the caller), `head` is a valid list head (type invariant).
+        let ret = unsafe { bindings::fasync_helper(fd, file, c_int::from(on), self.head.get()) };
+        to_result(ret.min(0))
     }
 }

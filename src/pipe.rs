@@ -11,16 +11,26 @@
 //! `PIPE_BUF` bytes atomic. Wakeups are issued after the mutex is dropped, so a woken task does
 //! not immediately block on the mutex its waker still holds.
 
-use crate::ring::Ring;
+use crate::{
+    fops::FasyncList,
+    ring::Ring, //
+};
 use kernel::{
+    bindings,
+    fs::File,
     iov::{
         IovIterDest,
         IovIterSource, //
     },
-    new_condvar, new_mutex,
+    new_mutex, new_poll_condvar,
     prelude::*,
+    seq_file::SeqFile,
+    seq_print,
     sync::{
-        CondVar,
+        poll::{
+            PollCondVar,
+            PollTable, //
+        },
         Mutex, //
     },
     uaccess::{
@@ -30,7 +40,14 @@ use kernel::{
 };
 
 /// `PIPE_BUF`: writes of at most this many bytes are atomic (POSIX; `include/uapi/linux/limits.h`).
-pub(crate) const PIPE_BUF: usize = kernel::bindings::PIPE_BUF as usize;
+pub(crate) const PIPE_BUF: usize = bindings::PIPE_BUF as usize;
+
+/// The poll bits a reader and a writer report (the `EPOLL*` values are the same).
+const POLLIN: u32 = bindings::POLLIN | bindings::POLLRDNORM;
+const POLLOUT: u32 = bindings::POLLOUT | bindings::POLLWRNORM;
+/// The `si_code`s `kill_fasync` puts in the `SIGIO` it sends.
+const POLL_IN: i32 = bindings::POLL_IN as i32;
+const POLL_OUT: i32 = bindings::POLL_OUT as i32;
 
 /// How a file was opened, from its `f_mode` and `f_flags`.
 #[derive(Clone, Copy)]
@@ -55,6 +72,10 @@ struct PipeInner {
     r_counter: u32,
     /// Writers ever opened (fs/pipe.c: `pipe->w_counter`).
     w_counter: u32,
+    /// An `EPOLLET` reader has polled: from then on every write wakes readers, not only a
+    /// write into an empty ring, because edge-triggered epoll users have always relied on
+    /// getting an event per write (fs/pipe.c: `pipe->pseudo_edgetrigger`).
+    pseudo_edgetrigger: bool,
 }
 
 /// The one pipe behind `/dev/mini_pipe`, shared by every open file.
@@ -62,13 +83,19 @@ struct PipeInner {
 pub(crate) struct Pipe {
     #[pin]
     inner: Mutex<PipeInner>,
-    /// Readers wait here for data, and opens wait here for a partner (as in fs/pipe.c).
+    /// Readers wait here for data, and opens wait here for a partner (as in fs/pipe.c);
+    /// poll and epoll wait here for readability.
     #[pin]
-    rd_wait: CondVar,
-    /// Writers wait here for room.
+    rd_wait: PollCondVar,
+    /// Writers wait here for room; poll and epoll for writability.
     #[pin]
-    wr_wait: CondVar,
+    wr_wait: PollCondVar,
+    /// Files of readers that asked for `SIGIO` (`O_ASYNC`).
+    fasync_readers: FasyncList,
+    /// Files of writers that asked for `SIGIO`.
+    fasync_writers: FasyncList,
     /// Writes of at most this many bytes are atomic: `PIPE_BUF`, or the capacity if smaller.
+    /// It is also the room poll waits for before it reports a writer may write.
     atomic_max: usize,
 }
 
@@ -82,9 +109,12 @@ impl Pipe {
                 writers: 0,
                 r_counter: 0,
                 w_counter: 0,
+                pseudo_edgetrigger: false,
             }),
-            rd_wait <- new_condvar!("mini_pipe::rd_wait"),
-            wr_wait <- new_condvar!("mini_pipe::wr_wait"),
+            rd_wait <- new_poll_condvar!("mini_pipe::rd_wait"),
+            wr_wait <- new_poll_condvar!("mini_pipe::wr_wait"),
+            fasync_readers: FasyncList::new(),
+            fasync_writers: FasyncList::new(),
             atomic_max: PIPE_BUF.min(capacity),
         })
     }
@@ -94,7 +124,12 @@ impl Pipe {
     /// A blocking reader waits until some writer has opened, and a blocking writer until some
     /// reader has; a non-blocking writer with no reader fails with `ENXIO`; `O_RDWR` never waits.
     /// A signal ends the wait with `ERESTARTSYS` and leaves the counts as they were.
-    pub(crate) fn open(&self, mode: OpenMode) -> Result {
+    ///
+    /// Returns the value for the file's `f_pipe`: for a reader opened with `O_NONBLOCK` while
+    /// no writer was there, the writer count it saw, so that poll reports no `POLLHUP` until a
+    /// writer has come and gone (as `fifo_open`); 0 otherwise.
+    pub(crate) fn open(&self, mode: OpenMode) -> Result<u64> {
+        let mut f_pipe = 0;
         let mut inner = self.inner.lock();
         match (mode.read, mode.write) {
             (true, false) => {
@@ -103,7 +138,9 @@ impl Pipe {
                 if inner.readers == 1 {
                     self.wake_up_partner();
                 }
-                if inner.writers == 0 && !mode.nonblock {
+                if inner.writers == 0 && mode.nonblock {
+                    f_pipe = u64::from(inner.w_counter);
+                } else if inner.writers == 0 {
                     let seen = inner.w_counter;
                     if !self.wait_for_partner(&mut inner, |i| i.w_counter != seen) {
                         inner.readers -= 1;
@@ -146,7 +183,7 @@ impl Pipe {
             // The VFS does not call open for a file that can neither read nor write.
             (false, false) => return Err(EINVAL),
         }
-        Ok(())
+        Ok(f_pipe)
     }
 
     /// Wakes everybody waiting in open for a partner (fs/pipe.c: `wake_up_partner`).
@@ -170,9 +207,9 @@ impl Pipe {
 
     /// Unregisters a closing file (fs/pipe.c: `pipe_release`).
     ///
-    /// The last writer's close wakes readers, who then see end-of-file; the last reader's close
-    /// wakes writers, who then get `EPIPE`. When nobody has the pipe open any more, whatever is
-    /// still queued is discarded, as a FIFO frees its buffers.
+    /// When that leaves one side with no partner, both sides are woken and signalled: readers
+    /// then see end-of-file and `POLLHUP`, writers `EPIPE` and `POLLERR`. When nobody has the
+    /// pipe open any more, whatever is still queued is discarded, as a FIFO frees its buffers.
     pub(crate) fn release(&self, mode: OpenMode) {
         let mut inner = self.inner.lock();
         if mode.read {
@@ -181,17 +218,90 @@ impl Pipe {
         if mode.write {
             inner.writers -= 1;
         }
-        let (readers, writers) = (inner.readers, inner.writers);
-        if readers == 0 && writers == 0 {
+        let (no_readers, no_writers) = (inner.readers == 0, inner.writers == 0);
+        if no_readers && no_writers {
             inner.ring.clear();
+            inner.pseudo_edgetrigger = false;
         }
         drop(inner);
-        if mode.read && readers == 0 {
-            self.wr_wait.notify_all();
-        }
-        if mode.write && writers == 0 {
+        if no_readers != no_writers {
             self.rd_wait.notify_all();
+            self.wr_wait.notify_all();
+            self.fasync_readers.kill(POLL_IN);
+            self.fasync_writers.kill(POLL_OUT);
         }
+    }
+
+    /// Reports what `file` (opened as `mode`) could do now, and registers `table` on the wait
+    /// queues whose wakeups change that (fs/pipe.c: `pipe_poll`).
+    ///
+    /// A reader: `POLLIN` with data queued, `POLLHUP` once no writer is left (but, for a reader
+    /// opened non-blocking before any writer, not until one has come: `f_pipe`). A writer:
+    /// `POLLOUT` when an atomic write fits, that is `PIPE_BUF` bytes of room (or the whole ring
+    /// if smaller), the byte-ring form of pipe.c's "a free slot"; `POLLERR` once no reader is
+    /// left. `edge_triggered` says the caller is an `EPOLLET` epoll.
+    pub(crate) fn poll(
+        &self,
+        file: &File,
+        table: &PollTable<'_>,
+        mode: OpenMode,
+        f_pipe: u64,
+        edge_triggered: bool,
+    ) -> u32 {
+        // Register first, then look: a change after the look wakes the table.
+        if mode.read {
+            table.register_wait(file, &self.rd_wait);
+        }
+        if mode.write {
+            table.register_wait(file, &self.wr_wait);
+        }
+        let mut inner = self.inner.lock();
+        if mode.read && edge_triggered {
+            inner.pseudo_edgetrigger = true;
+        }
+        let mut mask = 0;
+        if mode.read {
+            if !inner.ring.is_empty() {
+                mask |= POLLIN;
+            }
+            if inner.writers == 0 && f_pipe != u64::from(inner.w_counter) {
+                mask |= bindings::POLLHUP;
+            }
+        }
+        if mode.write {
+            if inner.ring.room() >= self.atomic_max {
+                mask |= POLLOUT;
+            }
+            // Linux reports POLLERR for a FIFO with no reader, as for a pipe.
+            if inner.readers == 0 {
+                mask |= bindings::POLLERR;
+            }
+        }
+        mask
+    }
+
+    /// Adds `file` to (`on`) or removes it from the `SIGIO` lists of its sides, with `helper`
+    /// doing the list operation (fs/pipe.c: `pipe_fasync`).
+    pub(crate) fn fasync(
+        &self,
+        mode: OpenMode,
+        on: bool,
+        helper: impl Fn(&FasyncList, bool) -> Result,
+    ) -> Result {
+        let _inner = self.inner.lock();
+        if mode.read {
+            helper(&self.fasync_readers, on)?;
+        }
+        if mode.write {
+            if let Err(e) = helper(&self.fasync_writers, on) {
+                // Only adding can fail: undo the reader half.
+                if mode.read {
+                    let _ = helper(&self.fasync_readers, false);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Reads into `dst` (fs/pipe.c: `pipe_read`).
@@ -208,34 +318,39 @@ impl Pipe {
         // Set once this reader has slept: it was woken exclusively, so if data is left after
         // it has taken its share, it passes the wakeup on (fs/pipe.c: `wake_next_reader`).
         let mut woken = false;
-        loop {
+        let mut wake_writers = false;
+        let result = loop {
             if !inner.ring.is_empty() {
                 let room_before = inner.ring.room();
                 let copied = inner.ring.read_into(dst, want);
-                let wake_next_reader = woken && !inner.ring.is_empty();
-                drop(inner);
                 // A writer can only be waiting if it saw less room than an atomic write needs
-                // (a non-atomic writer waits only on a full ring): wake them all, each knows
-                // how much room it needs.
-                if copied > 0 && room_before < self.atomic_max {
-                    self.wr_wait.notify_all();
-                }
-                if wake_next_reader {
-                    self.rd_wait.notify_one();
-                }
-                return if copied == 0 { Err(EFAULT) } else { Ok(copied) };
+                // (a non-atomic writer waits only on a full ring), and poll reports writable
+                // only from that much room on: wake them all, each knows what it needs.
+                wake_writers = copied > 0 && room_before < self.atomic_max;
+                break if copied == 0 { Err(EFAULT) } else { Ok(copied) };
             }
             if inner.writers == 0 {
-                return Ok(0);
+                break Ok(0);
             }
             if nonblock {
-                return Err(EAGAIN);
+                break Err(EAGAIN);
             }
             if self.rd_wait.wait_interruptible(&mut inner) {
+                // Nothing was read, so there is nobody to wake.
                 return Err(ERESTARTSYS);
             }
             woken = true;
+        };
+        let wake_next_reader = woken && !inner.ring.is_empty();
+        drop(inner);
+        if wake_writers {
+            self.wr_wait.notify_all();
         }
+        if wake_next_reader {
+            self.rd_wait.notify_sync();
+        }
+        self.fasync_writers.kill(POLL_OUT);
+        result
     }
 
     /// Writes from `src` (fs/pipe.c: `pipe_write`).
@@ -299,6 +414,7 @@ impl Pipe {
             if was_empty && !inner.ring.is_empty() {
                 drop(inner);
                 self.rd_wait.notify_sync();
+                self.fasync_readers.kill(POLL_IN);
                 inner = self.inner.lock();
                 was_empty = false;
                 continue;
@@ -312,14 +428,28 @@ impl Pipe {
             }
             was_empty = inner.ring.is_empty();
         };
-        let wake_reader = was_empty && !inner.ring.is_empty();
+        let wake_readers = (was_empty || inner.pseudo_edgetrigger) && !inner.ring.is_empty();
         drop(inner);
         // The writer is about to return to user space, probably to write or wait again: a sync
         // wakeup lets the reader run on this CPU (fs/pipe.c does the same).
-        if wake_reader {
+        if wake_readers {
             self.rd_wait.notify_sync();
         }
+        self.fasync_readers.kill(POLL_IN);
         result
+    }
+
+    /// Shows the pipe's state in /proc/PID/fdinfo/FD, after the VFS's own lines.
+    pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
+        let inner = self.inner.lock();
+        seq_print!(
+            m,
+            "capacity:\t{}\nqueued:\t{}\nreaders:\t{}\nwriters:\t{}\n",
+            inner.ring.capacity(),
+            inner.ring.len(),
+            inner.readers,
+            inner.writers
+        );
     }
 
     /// Handles an ioctl: `FIONREAD` stores the number of queued bytes as an `int` at `arg`;

@@ -27,48 +27,24 @@ use std::{
     time::Duration,
 };
 
-pub static TESTS: &[Test] = &[
-    Test {
-        name: "device_node",
-        run: device_node,
-    },
-    Test {
-        name: "rmmod_insmod",
-        run: rmmod_insmod,
-    },
-    Test {
-        name: "capacity_out_of_range",
-        run: capacity_out_of_range,
-    },
-    Test {
-        name: "cat_echo_rendezvous",
-        run: cat_echo_rendezvous,
-    },
-    Test {
-        name: "writer_blocks_at_capacity",
-        run: writer_blocks_at_capacity,
-    },
-    Test {
-        name: "bulk_16mib_intact",
-        run: bulk_16mib_intact,
-    },
-    Test {
-        name: "signal_interrupts_read",
-        run: signal_interrupts_read,
-    },
-    Test {
-        name: "nonblock_eagain",
-        run: nonblock_eagain,
-    },
-    Test {
-        name: "eof_after_last_writer",
-        run: eof_after_last_writer,
-    },
-    Test {
-        name: "epipe_without_reader",
-        run: epipe_without_reader,
-    },
-];
+pub fn tests() -> Vec<Test> {
+    vec![
+        Test::new("device_node", Box::new(device_node)),
+        Test::new("rmmod_insmod", Box::new(rmmod_insmod)),
+        Test::new("capacity_out_of_range", Box::new(capacity_out_of_range)),
+        Test::new("cat_echo_rendezvous", Box::new(cat_echo_rendezvous)),
+        Test::new(
+            "writer_blocks_at_capacity",
+            Box::new(writer_blocks_at_capacity),
+        ),
+        Test::new("bulk_16mib_intact", Box::new(bulk_16mib_intact)),
+        Test::new("signal_interrupts_read", Box::new(signal_interrupts_read)),
+        Test::new("nonblock_eagain", Box::new(nonblock_eagain)),
+        Test::new("eof_after_last_writer", Box::new(eof_after_last_writer)),
+        Test::new("epipe_without_reader", Box::new(epipe_without_reader)),
+        Test::new("fdinfo_shows_state", Box::new(fdinfo_shows_state)),
+    ]
+}
 
 const SHORT: Duration = Duration::from_secs(30);
 const LONG: Duration = Duration::from_secs(240);
@@ -365,4 +341,24 @@ static SIGPIPE_SEEN: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigpipe(_: i32) {
     SIGPIPE_SEEN.store(true, Ordering::SeqCst);
+}
+
+/// /proc/PID/fdinfo/FD shows the capacity, the bytes queued and the readers and writers.
+fn fdinfo_shows_state() -> TestResult {
+    reload(&["capacity=4096"])?;
+    let mut f = open(DEV, true, true, 0).map_err(|e| e.to_string())?;
+    let r = open(DEV, true, false, libc::O_NONBLOCK).map_err(|e| e.to_string())?;
+    f.write_all(b"12345").map_err(|e| e.to_string())?;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd()))
+        .map_err(|e| format!("fdinfo: {e}"))?;
+    for want in [
+        "capacity:\t4096\n",
+        "queued:\t5\n",
+        "readers:\t2\n",
+        "writers:\t1\n",
+    ] {
+        ensure!(info.contains(want), "fdinfo lacks {want:?}:\n{info}");
+    }
+    drop((f, r));
+    reload(&[])
 }

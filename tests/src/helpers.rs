@@ -15,6 +15,12 @@ pub fn run(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("write") => write(num(1), num(2), num(3) as usize),
         Some("read-until-signal") => read_until_signal(),
+        Some("scenario") => crate::diff::run_scenario(&args[1..]),
+        Some("message-writer") => message_writer(
+            args.get(1).map_or("", String::as_str),
+            num(2) as u8,
+            num(3) as u32,
+        ),
         _ => {
             eprintln!("helper: unknown role {args:?}");
             2
@@ -83,4 +89,68 @@ fn read_until_signal() -> i32 {
             1
         }
     }
+}
+
+/// The framing of `message-writer`'s messages: writer id, sequence number, payload length.
+const HEADER: usize = 7;
+
+/// Message `seq` of writer `id`: header plus a payload whose length varies from 0 to
+/// `PIPE_BUF - HEADER` bytes, so every message is a single atomic write.
+fn message(id: u8, seq: u32) -> Vec<u8> {
+    let len = ((seq as usize) * 613 + (id as usize) * 97) % (4096 - HEADER + 1);
+    let mut m = Vec::with_capacity(HEADER + len);
+    m.push(id);
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend_from_slice(&(len as u16).to_le_bytes());
+    m.extend((0..len).map(|i| (i as u32 ^ seq ^ u32::from(id)) as u8));
+    m
+}
+
+/// `message-writer PATH ID COUNT`: opens PATH for writing and writes COUNT messages, each
+/// with one write(); any short write is a failure.
+fn message_writer(path: &str, id: u8, count: u32) -> i32 {
+    let mut f = match open(path, false, true, 0) {
+        Ok(f) => f,
+        Err(e) => {
+            println!("open {path}: {e}");
+            return 1;
+        }
+    };
+    for seq in 0..count {
+        let m = message(id, seq);
+        match f.write(&m) {
+            Ok(n) if n == m.len() => {}
+            other => {
+                println!("message {seq}: write of {} returned {other:?}", m.len());
+                return 1;
+            }
+        }
+    }
+    0
+}
+
+/// Parses a stream of `writers` writers' messages; returns how many arrived intact and in
+/// order within their writer, and how many did not (parsing stops at the first bad one).
+pub fn check_messages(stream: &[u8], writers: u8, per_writer: u32) -> (u32, u32) {
+    let mut next = vec![0u32; usize::from(writers) + 1];
+    let (mut ok, mut pos) = (0u32, 0usize);
+    while pos < stream.len() {
+        let Some(h) = stream.get(pos..pos + HEADER) else {
+            return (ok, 1);
+        };
+        let id = h[0];
+        let seq = u32::from_le_bytes([h[1], h[2], h[3], h[4]]);
+        if id == 0 || id > writers || seq != next[usize::from(id)] {
+            return (ok, 1);
+        }
+        let m = message(id, seq);
+        if stream.get(pos..pos + m.len()) != Some(&m[..]) {
+            return (ok, 1);
+        }
+        next[usize::from(id)] += 1;
+        pos += m.len();
+        ok += 1;
+    }
+    let missing = u32::from(writers) * per_writer - ok;
+    (ok, missing)
 }

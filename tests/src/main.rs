@@ -12,15 +12,25 @@
 //! becomes a failing test with a reason, never a stuck run.
 
 mod basic;
+mod diff;
 mod helpers;
 mod util;
 
 use util::TestResult;
 
-/// One test: a name for the KTAP line and the function that runs it.
+/// One test: a name for the KTAP line and the code that runs it.
 pub struct Test {
-    pub name: &'static str,
-    pub run: fn() -> TestResult,
+    pub name: String,
+    pub run: Box<dyn Fn() -> TestResult>,
+}
+
+impl Test {
+    pub fn new(name: impl Into<String>, run: Box<dyn Fn() -> TestResult>) -> Self {
+        Self {
+            name: name.into(),
+            run,
+        }
+    }
 }
 
 fn main() {
@@ -28,7 +38,8 @@ fn main() {
     if args.first().map(String::as_str) == Some("helper") {
         std::process::exit(helpers::run(&args[1..]));
     }
-    let all: Vec<&Test> = basic::TESTS.iter().collect();
+    let tests: Vec<Test> = basic::tests().into_iter().chain(diff::tests()).collect();
+    let all: Vec<&Test> = tests.iter().collect();
     if args.first().map(String::as_str) == Some("--list") {
         all.iter().for_each(|t| println!("{}", t.name));
         return;
@@ -36,10 +47,7 @@ fn main() {
     let chosen: Vec<&Test> = if args.is_empty() {
         all
     } else {
-        let chosen: Vec<&Test> = all
-            .into_iter()
-            .filter(|t| args.iter().any(|a| a == t.name))
-            .collect();
+        let chosen: Vec<&Test> = all.into_iter().filter(|t| args.contains(&t.name)).collect();
         if chosen.len() != args.len() {
             eprintln!("unknown test name among {args:?}; see --list");
             std::process::exit(2);
