@@ -16,6 +16,7 @@ pub fn run(args: &[String]) -> i32 {
         Some("write") => write(num(1), num(2), num(3) as usize),
         Some("read-until-signal") => read_until_signal(),
         Some("scenario") => crate::diff::run_scenario(&args[1..]),
+        Some("fuzz") => crate::fuzz::run(&args[1..]),
         Some("message-writer") => message_writer(
             args.get(1).map_or("", String::as_str),
             num(2) as u8,

@@ -6,13 +6,16 @@
 //! mini_pipe_test [NAME...]          run the tests (all, or those named), KTAP on stdout
 //! mini_pipe_test --list             list the tests
 //! mini_pipe_test helper ROLE ARGS   act as a helper process for a test (see helpers.rs)
+//! mini_pipe_test bench ARGS         run the benchmarks (see bench.rs)
 //! ```
 //!
 //! Exit status: 0 when every test ran passed, 1 otherwise. Every wait is bounded, so a hang
 //! becomes a failing test with a reason, never a stuck run.
 
 mod basic;
+mod bench;
 mod diff;
+mod fuzz;
 mod helpers;
 mod util;
 
@@ -35,8 +38,10 @@ impl Test {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("helper") {
-        std::process::exit(helpers::run(&args[1..]));
+    match args.first().map(String::as_str) {
+        Some("helper") => std::process::exit(helpers::run(&args[1..])),
+        Some("bench") => std::process::exit(bench::run(&args[1..])),
+        _ => {}
     }
     let tests: Vec<Test> = basic::tests().into_iter().chain(diff::tests()).collect();
     let all: Vec<&Test> = tests.iter().collect();
