@@ -15,6 +15,9 @@ kdir=$1
 top=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
 mk=(make -C "$kdir" M="$top" LLVM=-19 CLIPPY=1)
+# One build at a time in this tree (two VMs started together would both build).
+exec 9>"$top/.build.lock"
+flock 9
 
 [ $force -eq 0 ] || "${mk[@]}" clean >/dev/null
 if ! "${mk[@]}" modules >"$top/.build.log" 2>&1; then
