@@ -49,6 +49,36 @@ const POLLOUT: u32 = bindings::POLLOUT | bindings::POLLWRNORM;
 const POLL_IN: i32 = bindings::POLL_IN as i32;
 const POLL_OUT: i32 = bindings::POLL_OUT as i32;
 
+/// The room a write of `total` bytes waits for: all of it if the write is atomic (at most
+/// `atomic_max` bytes), otherwise any room at all, for it may be split.
+fn write_needs(total: usize, atomic_max: usize) -> usize {
+    if total <= atomic_max {
+        total
+    } else {
+        1
+    }
+}
+
+/// Whether poll reports a writer writable: when a write of `atomic_max` bytes, the largest
+/// atomic one, would go in (the byte-ring form of pipe.c's "a free slot").
+fn writable(room: usize, atomic_max: usize) -> bool {
+    room >= atomic_max
+}
+
+/// Whether a read that took `copied` bytes from a ring with `room_before` bytes of room must
+/// wake the writers. Only a ring that was not `writable` can have writers asleep (each waits
+/// for at most `atomic_max` bytes of room) or pollers waiting for writability; they are all
+/// woken, as each knows what it needs.
+fn read_wakes_writers(room_before: usize, copied: usize, atomic_max: usize) -> bool {
+    copied > 0 && !writable(room_before, atomic_max)
+}
+
+/// Whether a write must wake a reader: when it made an empty ring readable (fs/pipe.c's
+/// `was_empty`), or after any write once an `EPOLLET` reader has polled.
+fn write_wakes_readers(was_empty: bool, pseudo_edgetrigger: bool, now_empty: bool) -> bool {
+    (was_empty || pseudo_edgetrigger) && !now_empty
+}
+
 /// How a file was opened, from its `f_mode` and `f_flags`.
 #[derive(Clone, Copy)]
 pub(crate) struct OpenMode {
@@ -269,7 +299,7 @@ impl Pipe {
             }
         }
         if mode.write {
-            if inner.ring.room() >= self.atomic_max {
+            if writable(inner.ring.room(), self.atomic_max) {
                 mask |= POLLOUT;
             }
             // Linux reports POLLERR for a FIFO with no reader, as for a pipe.
@@ -323,10 +353,7 @@ impl Pipe {
             if !inner.ring.is_empty() {
                 let room_before = inner.ring.room();
                 let copied = inner.ring.read_into(dst, want);
-                // A writer can only be waiting if it saw less room than an atomic write needs
-                // (a non-atomic writer waits only on a full ring), and poll reports writable
-                // only from that much room on: wake them all, each knows what it needs.
-                wake_writers = copied > 0 && room_before < self.atomic_max;
+                wake_writers = read_wakes_writers(room_before, copied, self.atomic_max);
                 break if copied == 0 { Err(EFAULT) } else { Ok(copied) };
             }
             if inner.writers == 0 {
@@ -370,7 +397,7 @@ impl Pipe {
         if total == 0 {
             return Ok(0);
         }
-        let atomic = total <= self.atomic_max;
+        let need = write_needs(total, self.atomic_max);
         let mut written = 0;
         let mut inner = self.inner.lock();
         let mut was_empty = inner.ring.is_empty();
@@ -384,7 +411,6 @@ impl Pipe {
                 };
             }
             let room = inner.ring.room();
-            let need = if atomic { total } else { 1 };
             if room >= need {
                 let want = total - written;
                 let copied = inner.ring.write_from(src, want);
@@ -410,13 +436,15 @@ impl Pipe {
                 };
             }
             // About to sleep for room: readers must see what is already queued first. Wake
-            // them with the mutex dropped, then look again: they may have made room.
+            // them with the mutex dropped, then look again: they may have made room, or even
+            // emptied the ring and gone back to sleep, so `was_empty` is taken afresh (as
+            // pipe_write does after every wait).
             if was_empty && !inner.ring.is_empty() {
                 drop(inner);
                 self.rd_wait.notify_sync();
                 self.fasync_readers.kill(POLL_IN);
                 inner = self.inner.lock();
-                was_empty = false;
+                was_empty = inner.ring.is_empty();
                 continue;
             }
             if self.wr_wait.wait_interruptible(&mut inner) {
@@ -428,7 +456,8 @@ impl Pipe {
             }
             was_empty = inner.ring.is_empty();
         };
-        let wake_readers = (was_empty || inner.pseudo_edgetrigger) && !inner.ring.is_empty();
+        let wake_readers =
+            write_wakes_readers(was_empty, inner.pseudo_edgetrigger, inner.ring.is_empty());
         drop(inner);
         // The writer is about to return to user space, probably to write or wait again: a sync
         // wakeup lets the reader run on this CPU (fs/pipe.c does the same).
@@ -466,5 +495,46 @@ impl Pipe {
             }
             _ => Err(ENOTTY),
         }
+    }
+}
+
+#[kunit_tests(mini_pipe_wakeups)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_wait_for_all_their_room() {
+        assert_eq!(write_needs(1, PIPE_BUF), 1);
+        assert_eq!(write_needs(PIPE_BUF, PIPE_BUF), PIPE_BUF);
+        assert_eq!(write_needs(PIPE_BUF + 1, PIPE_BUF), 1);
+        // A 128-byte ring: atomic up to its size.
+        assert_eq!(write_needs(128, 128), 128);
+        assert_eq!(write_needs(200, 128), 1);
+    }
+
+    #[test]
+    fn writable_means_an_atomic_write_fits() {
+        assert!(writable(PIPE_BUF, PIPE_BUF));
+        assert!(!writable(PIPE_BUF - 1, PIPE_BUF));
+        assert!(writable(1, 1));
+        assert!(!writable(0, 1));
+    }
+
+    #[test]
+    fn reads_wake_writers_only_when_room_was_short() {
+        assert!(read_wakes_writers(0, 1, PIPE_BUF));
+        assert!(read_wakes_writers(PIPE_BUF - 1, 100, PIPE_BUF));
+        assert!(!read_wakes_writers(PIPE_BUF, 100, PIPE_BUF));
+        // A read that moved nothing (a fault) changes no room.
+        assert!(!read_wakes_writers(0, 0, PIPE_BUF));
+    }
+
+    #[test]
+    fn writes_wake_readers_on_empty_or_edge_triggered() {
+        assert!(write_wakes_readers(true, false, false));
+        assert!(!write_wakes_readers(false, false, false));
+        assert!(write_wakes_readers(false, true, false));
+        // Nothing was written into an empty ring: nobody to wake.
+        assert!(!write_wakes_readers(true, true, true));
     }
 }

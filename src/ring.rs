@@ -111,18 +111,41 @@ impl Ring {
         }
     }
 
+    /// Takes up to `max` queued bytes out through `copy`, which is handed the queued bytes as
+    /// at most two segments, oldest first, and returns how many bytes of each it took; a short
+    /// copy (a fault) ends it there. Returns how many bytes left the ring.
+    fn pop_with(&mut self, max: usize, mut copy: impl FnMut(&[u8]) -> usize) -> usize {
+        let copied = {
+            let (a, b) = self.filled(max);
+            let mut copied = copy(a);
+            if copied == a.len() && !b.is_empty() {
+                copied += copy(b);
+            }
+            copied
+        };
+        self.consume(copied);
+        copied
+    }
+
+    /// Adds up to `max` bytes through `copy`, which is handed the free space as at most two
+    /// segments, in order, and returns how many bytes it filled in each; a short copy ends it
+    /// there. Returns how many bytes were queued.
+    fn push_with(&mut self, max: usize, mut copy: impl FnMut(&mut [u8]) -> usize) -> usize {
+        let (a, b) = self.free(max);
+        let mut copied = copy(a);
+        if copied == a.len() && !b.is_empty() {
+            copied += copy(b);
+        }
+        self.len += copied;
+        copied
+    }
+
     /// Copies up to `max` queued bytes to `dst` and drops them from the ring.
     ///
     /// Returns how many bytes moved. Fewer than asked means `dst` faulted or is full; the bytes
     /// that did not reach `dst` stay queued.
     pub(crate) fn read_into(&mut self, dst: &mut IovIterDest<'_>, max: usize) -> usize {
-        let (a, b) = self.filled(max);
-        let mut copied = dst.copy_to_iter(a);
-        if copied == a.len() && !b.is_empty() {
-            copied += dst.copy_to_iter(b);
-        }
-        self.consume(copied);
-        copied
+        self.pop_with(max, |seg| dst.copy_to_iter(seg))
     }
 
     /// Copies up to `max` bytes from `src` into the free space and queues them.
@@ -130,12 +153,99 @@ impl Ring {
     /// Returns how many bytes moved. Fewer than asked means `src` faulted or ran out; only the
     /// bytes that arrived are queued.
     pub(crate) fn write_from(&mut self, src: &mut IovIterSource<'_>, max: usize) -> usize {
-        let (a, b) = self.free(max);
-        let mut copied = src.copy_from_iter(a);
-        if copied == a.len() && !b.is_empty() {
-            copied += src.copy_from_iter(b);
+        self.push_with(max, |seg| src.copy_from_iter(seg))
+    }
+}
+
+#[kunit_tests(mini_pipe_ring)]
+mod tests {
+    use super::*;
+
+    /// Queues `data` (all of it must fit); returns the number of segments used.
+    fn push(ring: &mut Ring, data: &[u8]) -> usize {
+        let (mut off, mut segs) = (0, 0);
+        let n = ring.push_with(data.len(), |seg| {
+            seg.copy_from_slice(&data[off..off + seg.len()]);
+            off += seg.len();
+            segs += 1;
+            seg.len()
+        });
+        assert_eq!(n, data.len());
+        segs
+    }
+
+    /// Takes up to `max` bytes out into a vector; returns them and the segments used.
+    fn pop(ring: &mut Ring, max: usize) -> (KVec<u8>, usize) {
+        let mut out = KVec::new();
+        let mut segs = 0;
+        ring.pop_with(max, |seg| {
+            out.extend_from_slice(seg, GFP_KERNEL).unwrap();
+            segs += 1;
+            seg.len()
+        });
+        (out, segs)
+    }
+
+    #[test]
+    fn empty_and_full() {
+        let mut ring = Ring::new(4).unwrap();
+        assert!(ring.is_empty());
+        assert_eq!((ring.len(), ring.room(), ring.capacity()), (0, 4, 4));
+        assert_eq!(push(&mut ring, b"abcd"), 1);
+        assert_eq!((ring.len(), ring.room()), (4, 0));
+        // Full: nothing more goes in, and the copy is not even called with space.
+        assert_eq!(ring.push_with(10, |seg| seg.len()), 0);
+        assert_eq!(pop(&mut ring, 10).0.as_slice(), b"abcd");
+        assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn wraps_in_two_segments() {
+        let mut ring = Ring::new(8).unwrap();
+        push(&mut ring, b"012345");
+        assert_eq!(pop(&mut ring, 4).0.as_slice(), b"0123");
+        // Write position 6: two bytes to the end, three from the start.
+        assert_eq!(push(&mut ring, b"abcde"), 2);
+        assert_eq!(ring.len(), 7);
+        let (out, segs) = pop(&mut ring, 100);
+        assert_eq!(out.as_slice(), b"45abcde");
+        assert_eq!(segs, 2);
+        assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn capacity_one() {
+        let mut ring = Ring::new(1).unwrap();
+        for b in 0..=255u8 {
+            assert_eq!(push(&mut ring, &[b]), 1);
+            assert_eq!(ring.room(), 0);
+            assert_eq!(pop(&mut ring, 8).0.as_slice(), &[b]);
         }
-        self.len += copied;
-        copied
+        assert!(Ring::new(0).is_err());
+    }
+
+    #[test]
+    fn short_copy_keeps_the_rest() {
+        let mut ring = Ring::new(8).unwrap();
+        push(&mut ring, b"0123456");
+        pop(&mut ring, 6);
+        push(&mut ring, b"abcdef");
+        // A destination that faults after 3 bytes: only those leave the ring.
+        assert_eq!(ring.pop_with(8, |seg| seg.len().min(3)), 3);
+        assert_eq!(pop(&mut ring, 100).0.as_slice(), b"bcdef");
+        // A source that faults after 2 bytes: only those are queued.
+        assert_eq!(ring.push_with(8, |seg| seg.len().min(2)), 2);
+        assert_eq!(ring.len(), 2);
+    }
+
+    #[test]
+    fn max_limits_copies() {
+        let mut ring = Ring::new(16).unwrap();
+        assert_eq!(ring.push_with(5, |seg| seg.len()), 5);
+        assert_eq!(ring.pop_with(2, |seg| seg.len()), 2);
+        assert_eq!(ring.len(), 3);
+        ring.clear();
+        assert!(ring.is_empty());
+        assert_eq!(ring.room(), 16);
     }
 }

@@ -17,6 +17,11 @@ pub fn run(args: &[String]) -> i32 {
         Some("read-until-signal") => read_until_signal(),
         Some("scenario") => crate::diff::run_scenario(&args[1..]),
         Some("fuzz") => crate::fuzz::run(&args[1..]),
+        Some("stress-writer") => stress_writer(args),
+        Some("stress-reader") => stress_reader(args),
+        Some("storm-writer") => storm(args, true),
+        Some("storm-reader") => storm(args, false),
+        Some("open-close") => open_close(args),
         Some("message-writer") => message_writer(
             args.get(1).map_or("", String::as_str),
             num(2) as u8,
@@ -154,4 +159,262 @@ pub fn check_messages(stream: &[u8], writers: u8, per_writer: u32) -> (u32, u32)
     }
     let missing = u32::from(writers) * per_writer - ok;
     (ok, missing)
+}
+
+/// Header of a stress message: writer id, 3 bytes of padding, sequence number, payload length,
+/// payload checksum.
+const STRESS_HEADER: usize = 16;
+
+fn stress_payload_byte(id: u8, seq: u32, i: usize) -> u8 {
+    (seq.wrapping_mul(31) as usize + i + usize::from(id)) as u8
+}
+
+fn fnv(data: &[u8]) -> u32 {
+    data.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+fn stress_message(id: u8, seq: u32, size: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..size - STRESS_HEADER)
+        .map(|i| stress_payload_byte(id, seq, i))
+        .collect();
+    let mut m = vec![id, 0, 0, 0];
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    m.extend_from_slice(&fnv(&payload).to_le_bytes());
+    m.extend_from_slice(&payload);
+    m
+}
+
+/// Stores `bytes` in the progress file `path` (if any): what this process has moved so far.
+fn store_progress(path: &str, bytes: u64) {
+    if !path.is_empty() {
+        let _ = std::fs::write(path, bytes.to_le_bytes());
+    }
+}
+
+/// `stress-writer PATH ID COUNT SIZE PROGRESS`: COUNT messages of SIZE bytes, one write each.
+fn stress_writer(args: &[String]) -> i32 {
+    let (path, progress) = (&args[1], args.get(5).map_or("", String::as_str));
+    let id: u8 = args[2].parse().unwrap_or(1);
+    let count: u32 = args[3].parse().unwrap_or(0);
+    let size: usize = args[4].parse().unwrap_or(4096);
+    let mut f = match open(path, false, true, 0) {
+        Ok(f) => f,
+        Err(e) => {
+            println!("open: {e}");
+            return 1;
+        }
+    };
+    let mut done = 0u64;
+    store_progress(progress, 0);
+    for seq in 0..count {
+        let m = stress_message(id, seq, size);
+        match f.write(&m) {
+            Ok(n) if n == m.len() => {
+                done += n as u64;
+                store_progress(progress, done);
+            }
+            other => {
+                println!("message {seq}: {other:?}");
+                return 1;
+            }
+        }
+    }
+    println!("sent {count}");
+    0
+}
+
+/// `stress-reader PATH SIZE PROGRESS`: reads SIZE-byte messages until end-of-file and reports
+/// `got N bad B order O` and, per writer, `ID:COUNT:SUM:SUMSQ` of the sequence numbers.
+fn stress_reader(args: &[String]) -> i32 {
+    let path = &args[1];
+    let size: usize = args[2].parse().unwrap_or(4096);
+    let progress = args.get(3).map_or("", String::as_str);
+    let mut f = match open(path, true, false, 0) {
+        Ok(f) => f,
+        Err(e) => {
+            println!("open: {e}");
+            return 1;
+        }
+    };
+    let (mut got, mut bad, mut order, mut done) = (0u64, 0u64, 0u64, 0u64);
+    let mut last: Vec<Option<u32>> = vec![None; 256];
+    let mut tally = vec![(0u64, 0u64, 0u64); 256];
+    let mut buf = vec![0u8; size];
+    store_progress(progress, 0);
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                println!("read: {e}");
+                return 1;
+            }
+        };
+        done += n as u64;
+        store_progress(progress, done);
+        let (id, seq) = (buf[0], u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]));
+        if n != size || buf[..] != stress_message(id, seq, size)[..] {
+            bad += 1;
+            continue;
+        }
+        got += 1;
+        let i = usize::from(id);
+        if last[i].is_some_and(|l| seq <= l) {
+            order += 1;
+        }
+        last[i] = Some(seq);
+        let q = u64::from(seq);
+        let t = &mut tally[i];
+        *t = (
+            t.0 + 1,
+            t.1.wrapping_add(q),
+            t.2.wrapping_add(q.wrapping_mul(q)),
+        );
+    }
+    let per: Vec<String> = tally
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.0 > 0)
+        .map(|(i, t)| format!("{i}:{}:{}:{}", t.0, t.1, t.2))
+        .collect();
+    println!("got {got} bad {bad} order {order} {}", per.join(" "));
+    0
+}
+
+static STORM_SIGNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn count_storm(_: i32) {
+    STORM_SIGNALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `storm-writer PATH TOTAL` / `storm-reader PATH`: a pattern stream moved under a SIGALRM
+/// every 300 us (handler without SA_RESTART, so waits end early and copies come back short).
+/// The writer reports `accepted A signals S short P`, the reader `read R signals S bad B`.
+fn storm(args: &[String], writer: bool) -> i32 {
+    use nix::sys::{
+        signal::{SigEvent, SigevNotify},
+        time::TimeSpec,
+        timer::{Expiration, Timer, TimerSetTimeFlags},
+    };
+    use nix::time::ClockId;
+    let path = &args[1];
+    let act = SigAction::new(
+        SigHandler::Handler(count_storm),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: The handler only increments an atomic, which is async-signal-safe.
+    if unsafe { sigaction(Signal::SIGALRM, &act) }.is_err() {
+        return 1;
+    }
+    let ev = SigEvent::new(SigevNotify::SigevSignal {
+        signal: Signal::SIGALRM,
+        si_value: 0,
+    });
+    let Ok(mut timer) = Timer::new(ClockId::CLOCK_MONOTONIC, ev) else {
+        println!("timer_create failed");
+        return 1;
+    };
+    let every = TimeSpec::from_duration(std::time::Duration::from_micros(300));
+    if timer
+        .set(Expiration::Interval(every), TimerSetTimeFlags::empty())
+        .is_err()
+    {
+        println!("timer_settime failed");
+        return 1;
+    }
+    let mut f = loop {
+        match open(path, !writer, writer, 0) {
+            Ok(f) => break f,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                println!("open: {e}");
+                return 1;
+            }
+        }
+    };
+    let signals = || STORM_SIGNALS.load(std::sync::atomic::Ordering::Relaxed);
+    if writer {
+        let total: u64 = args[2].parse().unwrap_or(0);
+        let (mut off, mut short) = (0u64, 0u64);
+        let mut buf = vec![0u8; 100_000];
+        while off < total {
+            let n = buf.len().min((total - off) as usize);
+            pattern(5, off, &mut buf[..n]);
+            match f.write(&buf[..n]) {
+                Ok(w) => {
+                    short += u64::from(w < n);
+                    off += w as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => short += 1,
+                Err(e) => {
+                    println!("write at {off}: {e}");
+                    return 1;
+                }
+            }
+        }
+        drop(timer);
+        println!("accepted {off} signals {} short {short}", signals());
+    } else {
+        let (mut off, mut bad) = (0u64, 0u64);
+        let (mut buf, mut want) = (vec![0u8; 65536], vec![0u8; 65536]);
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    pattern(5, off, &mut want[..n]);
+                    bad += u64::from(buf[..n] != want[..n]);
+                    off += n as u64;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    println!("read at {off}: {e}");
+                    return 1;
+                }
+            }
+        }
+        drop(timer);
+        println!("read {off} signals {} bad {bad}", signals());
+    }
+    0
+}
+
+/// `open-close PATH N SEED`: opens and closes PATH N times in modes that never wait, writing a
+/// byte now and then; prints how many opens succeeded.
+fn open_close(args: &[String]) -> i32 {
+    let path = &args[1];
+    let n: u32 = args[2].parse().unwrap_or(0);
+    let seed: u32 = args[3].parse().unwrap_or(0);
+    let mut opened = 0;
+    for i in 0..n {
+        let (r, w, flags) = match (i + seed) % 4 {
+            0 => (true, true, 0),
+            1 => (true, false, nix::libc::O_NONBLOCK),
+            2 => (false, true, nix::libc::O_NONBLOCK),
+            _ => (true, true, nix::libc::O_NONBLOCK),
+        };
+        match open(path, r, w, flags) {
+            Ok(mut f) => {
+                opened += 1;
+                if w && i % 7 == 0 {
+                    let _ = f.write(b"s");
+                }
+                if r && i % 5 == 0 {
+                    let _ = nix::unistd::read(&f, &mut [0u8; 16]);
+                }
+            }
+            // Only a non-blocking writer may fail, and only with no reader (ENXIO).
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) && !r => {}
+            Err(e) => {
+                println!("open {i}: {e}");
+                return 1;
+            }
+        }
+    }
+    println!("{opened}");
+    0
 }

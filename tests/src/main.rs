@@ -17,6 +17,7 @@ mod bench;
 mod diff;
 mod fuzz;
 mod helpers;
+mod reliability;
 mod util;
 
 use util::TestResult;
@@ -43,7 +44,11 @@ fn main() {
         Some("bench") => std::process::exit(bench::run(&args[1..])),
         _ => {}
     }
-    let tests: Vec<Test> = basic::tests().into_iter().chain(diff::tests()).collect();
+    let tests: Vec<Test> = basic::tests()
+        .into_iter()
+        .chain(diff::tests())
+        .chain(reliability::tests())
+        .collect();
     let all: Vec<&Test> = tests.iter().collect();
     if args.first().map(String::as_str) == Some("--list") {
         all.iter().for_each(|t| println!("{}", t.name));
