@@ -43,6 +43,7 @@ pub fn tests() -> Vec<Test> {
         Test::new("eof_after_last_writer", Box::new(eof_after_last_writer)),
         Test::new("epipe_without_reader", Box::new(epipe_without_reader)),
         Test::new("fdinfo_shows_state", Box::new(fdinfo_shows_state)),
+        Test::new("fuzz", Box::new(crate::fuzz::test)),
     ]
 }
 
