@@ -17,6 +17,7 @@ pub fn run(args: &[String]) -> i32 {
         Some("read-until-signal") => read_until_signal(),
         Some("scenario") => crate::diff::run_scenario(&args[1..]),
         Some("fuzz") => crate::fuzz::run(&args[1..]),
+        Some("bench") => crate::bench::helper(&args[1..]),
         Some("message-writer") => message_writer(
             args.get(1).map_or("", String::as_str),
             num(2) as u8,
