@@ -64,6 +64,10 @@ check:
 logs:
 	@scripts/logs.sh
 
+## bench: benchmark mini_pipe against a FIFO in the VM; writes logs/bench/ (minutes)
+bench:
+	@scripts/bench.sh
+
 ## help: list the targets
 help:
 	@sed -n 's/^## //p' Makefile | sed 's/: /\t/' | expand -t 16

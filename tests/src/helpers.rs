@@ -22,6 +22,7 @@ pub fn run(args: &[String]) -> i32 {
         Some("storm-writer") => storm(args, true),
         Some("storm-reader") => storm(args, false),
         Some("open-close") => open_close(args),
+        Some("bench") => crate::bench::helper(&args[1..]),
         Some("message-writer") => message_writer(
             args.get(1).map_or("", String::as_str),
             num(2) as u8,
