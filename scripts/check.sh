@@ -52,63 +52,100 @@ prerequisite() { # prerequisite NAME COMMAND...
 start=$(date +%s)
 prerequisite setup scripts/setup.sh
 prerequisite kernel scripts/build-kernel.sh standard
+prerequisite debug_kernel scripts/build-kernel.sh debug
 kdir=$(scripts/build-kernel.sh standard 2>/dev/null)
 prerequisite test_programs_build scripts/build-tests.sh
 tests_bin=$(scripts/build-tests.sh --print-dir)
 guest_tests=$("$tests_bin/mini_pipe_test" --list | wc -l)
-host_checks=4
 
 echo "KTAP version 1"
-echo "1..$((host_checks + guest_tests + 1))"
-echo "# kernel $(basename "$kdir"), ready after $(($(date +%s) - start)) s"
+echo "# kernels ready after $(($(date +%s) - start)) s"
 
 # Host checks.
-if make -s fmtcheck >"$run/fmt.log" 2>&1; then result OK rustfmt; else result FAIL rustfmt "$run/fmt.log"; fi
-if scripts/build-module.sh --force "$kdir" >"$run/module.log" 2>&1; then
-	result OK module_builds_clippy_clean
-else
-	result FAIL module_builds_clippy_clean "$run/module.log"
-fi
-plain=$(mktemp -d)
-cp Kbuild Makefile mini_pipe.rs "$plain/" && cp -r src "$plain/"
-if make -C "$plain" KDIR="$kdir" >"$run/plain.log" 2>&1 && [ -f "$plain/mini_pipe.ko" ]; then
-	result OK plain_make_kdir
-else
-	result FAIL plain_make_kdir "$run/plain.log"
-fi
-rm -rf "$plain"
-if (cd tests && cargo clippy --quiet --release --locked -- -D warnings) >"$run/tests-clippy.log" 2>&1; then
-	result OK test_programs_clippy_clean
-else
-	result FAIL test_programs_clippy_clean "$run/tests-clippy.log"
-fi
+check() { # check NAME COMMAND...: one KTAP line for a host-side command
+	local name=$1
+	shift
+	if "$@" >"$run/$name.log" 2>&1; then result OK "$name"; else result FAIL "$name" "$run/$name.log"; fi
+}
+plain_make() {
+	local plain
+	plain=$(mktemp -d)
+	cp Kbuild Makefile mini_pipe.rs "$plain/" && cp -r src "$plain/" &&
+		make -C "$plain" KDIR="$kdir" && [ -f "$plain/mini_pipe.ko" ]
+	local rc=$?
+	rm -rf "$plain"
+	return $rc
+}
+check rustfmt make -s fmtcheck
+check module_builds_clippy_clean scripts/build-module.sh --force "$kdir"
+check plain_make_kdir plain_make
+check test_programs_clippy_clean sh -c 'cd tests && cargo clippy --quiet --release --locked -- -D warnings'
+check bench_smoke scripts/bench.sh --smoke
 
-# The tests in the VM: renumber the guest's KTAP lines into this plan.
-base=$n
-VM_LOG_DIR="$run/vm-standard" scripts/vm.sh --timeout 1800 -- mini_pipe_test >"$run/guest.ktap" 2>"$run/vm.log" &
-vm=$!
-tail -n +1 -f --pid=$vm "$run/guest.ktap" 2>/dev/null |
-	awk -v base="$base" '
-		/^KTAP version/ || /^1\.\./ { next }
-		/^(not )?ok [0-9]+ / { sub(/ok [0-9]+ /, "ok " $(($1 == "not") ? 3 : 2) + base " "); print; fflush(); next }
-		{ print; fflush() }'
-wait $vm
-vm_status=$?
-seen_ok=$(grep -cE '^ok [0-9]+ ' "$run/guest.ktap")
-seen_fail=$(grep -cE '^not ok [0-9]+ ' "$run/guest.ktap")
-passed=$((passed + seen_ok))
-failed=$((failed + seen_fail))
-n=$((n + seen_ok + seen_fail))
-missing=$((guest_tests - seen_ok - seen_fail))
-while [ $missing -gt 0 ]; do
-	result FAIL "guest test did not report (see $run/vm.log)"
-	missing=$((missing - 1))
+# The tests in a VM: the guest's KTAP lines, renumbered into this list.
+guest() { # guest FLAVOUR EXPECTED TIMEOUT COMMAND...
+	local flavour=$1 expected=$2 timeout=$3
+	shift 3
+	local out="$run/guest-$flavour.ktap" log="$run/vm-$flavour.log"
+	echo "# $flavour kernel: $*"
+	VM_LOG_DIR="$run/vm-$flavour" scripts/vm.sh --kernel "$flavour" --mem 1G --timeout "$timeout" -- "$@" \
+		>"$out" 2>"$log" &
+	local vm=$!
+	tail -n +1 -f --pid=$vm "$out" 2>/dev/null |
+		awk -v base="$n" -v tag="$flavour" '
+			/^KTAP version/ || /^1\.\./ { next }
+			/^(not )?ok [0-9]+ / {
+				i = ($1 == "not") ? 3 : 2
+				$i = $i + base
+				$(i + 1) = tag ":" $(i + 1)
+				print; fflush(); next
+			}
+			{ print; fflush() }'
+	wait $vm
+	local status=$?
+	local ok fail
+	ok=$(grep -cE '^ok [0-9]+ ' "$out")
+	fail=$(grep -cE '^not ok [0-9]+ ' "$out")
+	passed=$((passed + ok))
+	failed=$((failed + fail))
+	n=$((n + ok + fail))
+	local missing=$((expected - ok - fail))
+	while [ $missing -gt 0 ]; do
+		result FAIL "$flavour:a test did not report (see $log)"
+		missing=$((missing - 1))
+	done
+	# vm.sh's status is the command's, or 1 for a splat in the guest's kernel log, or 124.
+	if [ $status -eq 0 ] || ! grep -qE 'kernel reported a problem|timed out|without reporting' "$log"; then
+		result OK "$flavour:guest_kernel_log_clean"
+	else
+		result FAIL "$flavour:guest_kernel_log_clean" "$log"
+	fi
+}
+guest standard "$guest_tests" 1800 mini_pipe_test
+guest debug "$((guest_tests + 1))" 3600 \
+	sh -c 'kmemleak.sh start && mini_pipe_test; rc=$?; kmemleak.sh check || rc=1; exit $rc'
+
+# The module's KUnit suites ran in the debug kernel each time it was loaded: report the
+# first run of each case, and fail on any case that ever failed.
+console="$run/vm-debug/console.log"
+suites=$(sed -n 's/.*# Subtest: \(mini_pipe_[a-z_]*\).*/\1/p' "$console" | sort -u)
+[ -n "$suites" ] || result FAIL "debug:kunit suites did not run (see $console)"
+for suite in $suites; do
+	sed 's/^\[[^]]*\] *//' "$console" |
+		awk -v s="$suite" '$0 ~ "# Subtest: " s "$" { on = 1; next } on && /^ *(not )?ok [0-9]+ / { print } on && $0 ~ "ok [0-9]+ " s "$" { exit }' |
+		sed 's/^ *//' | grep -v " $suite\$" >"$run/kunit-$suite.ktap"
+	while read -r line; do
+		case $line in
+		"ok "*) result OK "debug:kunit:$suite:${line#ok * }" ;;
+		*) result FAIL "debug:kunit:$suite:${line#not ok * }" "$console" ;;
+		esac
+	done <"$run/kunit-$suite.ktap"
+	if sed 's/^\[[^]]*\] *//' "$console" | grep -qE "^ *not ok [0-9]+ .*" &&
+		grep -q "not ok [0-9]* $suite" "$console"; then
+		result FAIL "debug:kunit:$suite failed in a later load (see $console)"
+	fi
 done
-# vm.sh's status is the test program's, or 1 for a splat in the guest's kernel log, or 124.
-if [ $vm_status -eq 0 ] || ! grep -qE 'kernel reported a problem|timed out|without reporting' "$run/vm.log"; then
-	result OK guest_kernel_log_clean
-else
-	result FAIL guest_kernel_log_clean "$run/vm.log"
-fi
+
+echo "1..$n"
 echo "# total $(($(date +%s) - start)) s"
 finish

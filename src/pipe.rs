@@ -66,9 +66,10 @@ fn writable(room: usize, atomic_max: usize) -> bool {
 }
 
 /// Whether a read that took `copied` bytes from a ring with `room_before` bytes of room must
-/// wake the writers. Only a ring that was not `writable` can have writers asleep (each waits
-/// for at most `atomic_max` bytes of room) or pollers waiting for writability; they are all
-/// woken, as each knows what it needs.
+/// wake a writer. Only a ring that was not `writable` can have writers asleep (each waits for
+/// at most `atomic_max` bytes of room) or pollers waiting for writability. One writer is woken
+/// (and every poller); a woken writer that finds room passes the wakeup on when it is done, one
+/// that does not waits for the next read, which will come, since the ring is not empty.
 fn read_wakes_writers(room_before: usize, copied: usize, atomic_max: usize) -> bool {
     copied > 0 && !writable(room_before, atomic_max)
 }
@@ -363,15 +364,23 @@ impl Pipe {
                 break Err(EAGAIN);
             }
             if self.rd_wait.wait_interruptible(&mut inner) {
-                // Nothing was read, so there is nobody to wake.
+                // A signal ended the wait. If a writer's wakeup had picked this reader, it
+                // must not be lost: pass it on while there is data (pipe.c gets the same from
+                // prepare_to_wait_event, which lets a woken exclusive waiter go on).
+                let pass_on = !inner.ring.is_empty();
+                drop(inner);
+                if pass_on {
+                    self.rd_wait.notify_sync();
+                }
                 return Err(ERESTARTSYS);
             }
             woken = true;
         };
         let wake_next_reader = woken && !inner.ring.is_empty();
         drop(inner);
+        // One writer (and every poller); if it leaves room, it wakes the next.
         if wake_writers {
-            self.wr_wait.notify_all();
+            self.wr_wait.notify_sync();
         }
         if wake_next_reader {
             self.rd_wait.notify_sync();
@@ -401,6 +410,10 @@ impl Pipe {
         let mut written = 0;
         let mut inner = self.inner.lock();
         let mut was_empty = inner.ring.is_empty();
+        // Set once this writer has slept: it was woken exclusively (or by a signal, which may
+        // have taken a wakeup meant for it), so if room is left when it is done, it passes the
+        // wakeup on to the next writer (fs/pipe.c: `wake_next_writer`).
+        let mut woken = false;
         let result = loop {
             if inner.readers == 0 {
                 *sigpipe = true;
@@ -447,7 +460,9 @@ impl Pipe {
                 was_empty = inner.ring.is_empty();
                 continue;
             }
-            if self.wr_wait.wait_interruptible(&mut inner) {
+            let interrupted = self.wr_wait.wait_interruptible(&mut inner);
+            woken = true;
+            if interrupted {
                 break if written == 0 {
                     Err(ERESTARTSYS)
                 } else {
@@ -458,6 +473,7 @@ impl Pipe {
         };
         let wake_readers =
             write_wakes_readers(was_empty, inner.pseudo_edgetrigger, inner.ring.is_empty());
+        let wake_next_writer = woken && inner.ring.room() > 0;
         drop(inner);
         // The writer is about to return to user space, probably to write or wait again: a sync
         // wakeup lets the reader run on this CPU (fs/pipe.c does the same).
@@ -465,6 +481,9 @@ impl Pipe {
             self.rd_wait.notify_sync();
         }
         self.fasync_readers.kill(POLL_IN);
+        if wake_next_writer {
+            self.wr_wait.notify_sync();
+        }
         result
     }
 

@@ -401,10 +401,12 @@ fn open_close(args: &[String]) -> i32 {
         match open(path, r, w, flags) {
             Ok(mut f) => {
                 opened += 1;
-                if w && i % 7 == 0 {
+                // Only non-blocking I/O: a blocking read of an empty O_RDWR file waits forever.
+                let nonblock = flags != 0;
+                if w && nonblock && i % 7 == 0 {
                     let _ = f.write(b"s");
                 }
-                if r && i % 5 == 0 {
+                if r && nonblock && i % 5 == 0 {
                     let _ = nix::unistd::read(&f, &mut [0u8; 16]);
                 }
             }

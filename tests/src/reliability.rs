@@ -321,14 +321,20 @@ fn faults_kill_blocked() -> TestResult {
             vec![
                 DEV.into(),
                 (*id % 250 + 1).to_string(),
-                "100000".into(),
+                "2000".into(),
                 MSG.to_string(),
                 file.clone(),
             ]
         } else {
             vec![DEV.into(), MSG.to_string(), file.clone()]
         };
-        Ok((Helper::spawn(role, &args)?, file))
+        let h = Helper::spawn(role, &args)?;
+        // Only once it has the device open can it be found waiting in read or write.
+        let pid = h.pid();
+        wait_until("a helper has opened the device", WAIT, || {
+            has_open(pid, DEV)
+        })?;
+        Ok((h, file))
     };
     let mut writers = vec![
         spawn("stress-writer", &mut next_id)?,
