@@ -96,7 +96,7 @@ guest() { # guest FLAVOUR EXPECTED TIMEOUT COMMAND...
 			/^KTAP version/ || /^1\.\./ { next }
 			/^(not )?ok [0-9]+ / {
 				i = ($1 == "not") ? 3 : 2
-				$i = $i + base
+				$i = base + (++count)
 				$(i + 1) = tag ":" $(i + 1)
 				print; fflush(); next
 			}
@@ -126,23 +126,29 @@ guest debug "$((guest_tests + 1))" 3600 \
 	sh -c 'kmemleak.sh start && mini_pipe_test; rc=$?; kmemleak.sh check || rc=1; exit $rc'
 
 # The module's KUnit suites ran in the debug kernel each time it was loaded: report the
-# first run of each case, and fail on any case that ever failed.
-console="$run/vm-debug/console.log"
-suites=$(sed -n 's/.*# Subtest: \(mini_pipe_[a-z_]*\).*/\1/p' "$console" | sort -u)
-[ -n "$suites" ] || result FAIL "debug:kunit suites did not run (see $console)"
+# cases of the first run of each suite, and fail a suite that failed in any later load.
+dmesg="$run/debug-dmesg.txt"
+tr -d '\r' <"$run/vm-debug/console.log" | sed 's/^\[[^]]*\] *//' >"$dmesg"
+suites=$(sed -n 's/^ *# Subtest: \(mini_pipe_[a-z_]*\)$/\1/p' "$dmesg" | sort -u)
+[ -n "$suites" ] || result FAIL "debug:kunit:no mini_pipe suite ran (see $dmesg)"
 for suite in $suites; do
-	sed 's/^\[[^]]*\] *//' "$console" |
-		awk -v s="$suite" '$0 ~ "# Subtest: " s "$" { on = 1; next } on && /^ *(not )?ok [0-9]+ / { print } on && $0 ~ "ok [0-9]+ " s "$" { exit }' |
-		sed 's/^ *//' | grep -v " $suite\$" >"$run/kunit-$suite.ktap"
+	awk -v s="$suite" '
+		$0 ~ "^ *# Subtest: " s "$" { on = 1; next }
+		on && $0 ~ "^(not )?ok [0-9]+ " s "$" { exit }
+		on && /^ *(not )?ok [0-9]+ / { sub(/^ */, ""); print }' "$dmesg" >"$run/kunit-$suite.ktap"
+	[ -s "$run/kunit-$suite.ktap" ] || result FAIL "debug:kunit:$suite:no cases reported" "$dmesg"
 	while read -r line; do
 		case $line in
 		"ok "*) result OK "debug:kunit:$suite:${line#ok * }" ;;
-		*) result FAIL "debug:kunit:$suite:${line#not ok * }" "$console" ;;
+		*) result FAIL "debug:kunit:$suite:${line#not ok * }" "$dmesg" ;;
 		esac
 	done <"$run/kunit-$suite.ktap"
-	if sed 's/^\[[^]]*\] *//' "$console" | grep -qE "^ *not ok [0-9]+ .*" &&
-		grep -q "not ok [0-9]* $suite" "$console"; then
-		result FAIL "debug:kunit:$suite failed in a later load (see $console)"
+	loads=$(grep -cE "^(not )?ok [0-9]+ $suite\$" "$dmesg")
+	bad=$(grep -cE "^not ok [0-9]+ $suite\$" "$dmesg")
+	if [ "$bad" -eq 0 ]; then
+		result OK "debug:kunit:$suite:passed_in_all_${loads}_loads"
+	else
+		result FAIL "debug:kunit:$suite:failed in $bad of $loads loads" "$dmesg"
 	fi
 done
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate logs/ from real runs: the demo and the test suite, each stamped.
+# Regenerate logs/ from real runs: the demo, the test suite on both kernels, the benchmark.
 #
 # usage: scripts/logs.sh
 #
@@ -30,4 +30,6 @@ run() { # run NAME DESCRIPTION COMMAND...
 	echo "logs/$name.log: $(tail -n 1 "logs/$name.log")"
 }
 run demo "make demo" make -s demo
-run check-standard "make check" make -s check
+run check "make check (standard and debug kernels)" make -s check
+# The benchmark stamps its own files in logs/bench/.
+run bench-run "make bench" make -s bench

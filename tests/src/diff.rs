@@ -191,6 +191,9 @@ fn flag_names(flags: OFlag) -> String {
     if flags.contains(OFlag::O_NONBLOCK) {
         s.push_str("|NONBLOCK");
     }
+    if flags.contains(OFlag::O_DIRECT) {
+        s.push_str("|DIRECT");
+    }
     s
 }
 
@@ -329,6 +332,12 @@ fn open_rdwr_never_waits(t: &mut Trace) -> TestResult {
     let _ = t.write(&f, b"hello");
     t.poll(&f, "rdwr with data");
     t.read_bytes(&f, 5);
+    Ok(())
+}
+
+fn open_o_direct_refused(t: &mut Trace) -> TestResult {
+    t.open_fails(OFlag::O_RDWR | OFlag::O_DIRECT);
+    t.open_fails(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_DIRECT);
     Ok(())
 }
 
@@ -1158,6 +1167,10 @@ static SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "open_rdwr_never_waits",
         run: open_rdwr_never_waits,
+    },
+    Scenario {
+        name: "open_o_direct_refused",
+        run: open_o_direct_refused,
     },
     Scenario {
         name: "open_rdwr_nonblock",
