@@ -115,6 +115,11 @@ guest() { # guest FLAVOUR EXPECTED TIMEOUT COMMAND...
 		missing=$((missing - 1))
 	done
 	# vm.sh's status is the command's, or 1 for a splat in the guest's kernel log, or 124.
+	if grep -q 'kernel reported a problem' "$log"; then
+		echo "# $flavour kernel: splats in the kernel log (see $log)"
+	else
+		echo "# $flavour kernel: 0 splats in the kernel log"
+	fi
 	if [ $status -eq 0 ] || ! grep -qE 'kernel reported a problem|timed out|without reporting' "$log"; then
 		result OK "$flavour:guest_kernel_log_clean"
 	else

@@ -1141,6 +1141,230 @@ fn atomic_writes_under_contention(t: &mut Trace) -> TestResult {
     Ok(())
 }
 
+// Bad input: user buffers that fault in different places. The FIFO is the oracle for how many
+// bytes a faulting call moves; both must keep every queued byte.
+
+const PAGE: usize = 4096;
+/// An address in the kernel's direct map: never accessible from user space.
+const KERNEL_ADDR: usize = 0xffff_8880_0000_0000;
+
+/// Three pages: the first readable and writable, the second unmapped, the third read-only.
+struct Pages {
+    base: *mut u8,
+}
+
+impl Pages {
+    fn new() -> Result<Self, String> {
+        use nix::sys::mman::{mmap_anonymous, mprotect, munmap, MapFlags, ProtFlags};
+        let len = std::num::NonZeroUsize::new(3 * PAGE).unwrap();
+        let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+        // SAFETY: A fresh anonymous mapping; nothing else refers to it.
+        let base = unsafe { mmap_anonymous(None, len, rw, MapFlags::MAP_PRIVATE) }
+            .map_err(|e| e.to_string())?;
+        let at = |i: usize| {
+            std::ptr::NonNull::new(base.as_ptr().cast::<u8>().wrapping_add(i * PAGE).cast())
+                .unwrap()
+        };
+        // SAFETY: Both ranges lie inside the mapping just made, which only this struct uses.
+        unsafe {
+            munmap(at(1), PAGE).map_err(|e| e.to_string())?;
+            mprotect(at(2), PAGE, ProtFlags::PROT_READ).map_err(|e| e.to_string())?;
+        }
+        let pages = Self {
+            base: base.as_ptr().cast(),
+        };
+        // The first page holds a known pattern to write from.
+        // SAFETY: The first page is mapped readable and writable.
+        unsafe { std::slice::from_raw_parts_mut(pages.base, PAGE) }
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = b'a' + (i % 26) as u8);
+        Ok(pages)
+    }
+
+    /// The address `off` bytes into the three pages.
+    fn at(&self, off: usize) -> *mut u8 {
+        self.base.wrapping_add(off)
+    }
+}
+
+/// Records a raw read(2) or write(2) result.
+fn raw_result(t: &mut Trace, what: &str, n: isize) {
+    let v = if n < 0 {
+        errno_name(Errno::last())
+    } else {
+        n.to_string()
+    };
+    t.note(format!("{what} = {v}"));
+}
+
+fn raw_read(t: &mut Trace, fd: &OwnedFd, what: &str, buf: *mut u8, count: usize) {
+    // SAFETY: read(2) into an address that may be bad: the kernel checks it, not this process.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.cast(), count) };
+    raw_result(t, what, n);
+}
+
+fn raw_write(t: &mut Trace, fd: &OwnedFd, what: &str, buf: *const u8, count: usize) {
+    // SAFETY: write(2) from an address that may be bad: the kernel checks it.
+    let n = unsafe { libc::write(fd.as_raw_fd(), buf.cast(), count) };
+    raw_result(t, what, n);
+}
+
+/// What is queued, then all of it read back (as text).
+fn drain(t: &mut Trace, r: &OwnedFd) -> TestResult {
+    t.fionread(r);
+    t.nonblock(r, true)?;
+    t.read_bytes(r, 2 * CAPACITY);
+    Ok(())
+}
+
+/// Checks a documented difference: the raw result `got` must be `fifo` on a FIFO and `mini` on
+/// mini_pipe (-1 stands for EFAULT); records only that it was.
+fn expect_documented(
+    t: &mut Trace,
+    what: &str,
+    got: isize,
+    fifo: isize,
+    mini: isize,
+) -> TestResult {
+    let want = if t.target == Target::Fifo { fifo } else { mini };
+    let errno = Errno::last();
+    ensure!(
+        got == want && (got >= 0 || errno == Errno::EFAULT),
+        "{what}: got {got} ({errno}), DIFF.md says {want} (-1: EFAULT)"
+    );
+    t.note(format!("{what}: as DIFF.md documents"));
+    Ok(())
+}
+
+/// Reads everything queued and checks it is `fifo` or `mini` (documented difference 3).
+fn drain_documented(t: &mut Trace, r: &OwnedFd, fifo: &[u8], mini: &[u8]) -> TestResult {
+    t.nonblock(r, true)?;
+    let mut buf = vec![0u8; 2 * CAPACITY];
+    let n = read(r, &mut buf).unwrap_or(0);
+    let want = if t.target == Target::Fifo { fifo } else { mini };
+    ensure!(
+        buf[..n] == *want,
+        "{n} bytes queued, not the {} DIFF.md documents",
+        want.len()
+    );
+    t.note("queued bytes: as DIFF.md documents");
+    Ok(())
+}
+
+/// Documented difference 3: a write that faults partway. mini_pipe keeps the bytes copied before
+/// the fault; a FIFO copies whole pages and drops the page whose copy faulted.
+fn write_faulting_in_the_middle(t: &mut Trace) -> TestResult {
+    let p = Pages::new()?;
+    let (r, w) = t.pair()?;
+    // 3000 bytes from 1000 before the hole: an atomic write that faults after 1000 bytes.
+    // SAFETY: write(2) from a range that runs into an unmapped page: the kernel checks it.
+    let n = unsafe { libc::write(w.as_raw_fd(), p.at(PAGE - 1000).cast(), 3000) };
+    expect_documented(t, "write(1000 ok + 2000 unmapped)", n, -1, 1000)?;
+    // 8192 from the first page: a large write that faults after a whole page; both keep it.
+    raw_write(t, &w, "write(4096 ok + 4096 unmapped)", p.at(0), 2 * PAGE);
+    // SAFETY: The first page is mapped and readable.
+    let page = unsafe { std::slice::from_raw_parts(p.at(0), PAGE) };
+    let mini: Vec<u8> = page[PAGE - 1000..].iter().chain(page).copied().collect();
+    drain_documented(t, &r, page, &mini)
+}
+
+fn write_faulting_at_the_start(t: &mut Trace) -> TestResult {
+    let p = Pages::new()?;
+    let (r, w) = t.pair()?;
+    raw_write(t, &w, "write(unmapped)", p.at(PAGE), 100);
+    raw_write(
+        t,
+        &w,
+        "write(kernel address)",
+        KERNEL_ADDR as *const u8,
+        100,
+    );
+    raw_write(t, &w, "write(NULL, 8192)", std::ptr::null(), 2 * PAGE);
+    drain(t, &r)
+}
+
+/// Documented difference 3: a read that faults partway. mini_pipe consumes and returns the bytes
+/// it delivered; a FIFO reports EFAULT and consumes nothing from the buffer whose copy faulted.
+fn read_faulting_in_the_middle(t: &mut Trace) -> TestResult {
+    let p = Pages::new()?;
+    let (r, w) = t.pair()?;
+    let _ = t.write(&w, &[b'q'; 3000]);
+    // SAFETY: read(2) into a range that runs into an unmapped page: the kernel checks it.
+    let n = unsafe { libc::read(r.as_raw_fd(), p.at(PAGE - 1000).cast(), 3000) };
+    expect_documented(t, "read(1000 ok + 2000 unmapped)", n, -1, 1000)?;
+    drain_documented(t, &r, &[b'q'; 3000], &[b'q'; 2000])
+}
+
+fn read_into_bad_destinations(t: &mut Trace) -> TestResult {
+    let p = Pages::new()?;
+    let (r, w) = t.pair()?;
+    let _ = t.write(&w, b"precious");
+    raw_read(t, &r, "read(read-only page)", p.at(2 * PAGE), 8);
+    raw_read(t, &r, "read(unmapped page)", p.at(PAGE), 8);
+    raw_read(t, &r, "read(kernel address)", KERNEL_ADDR as *mut u8, 8);
+    raw_read(t, &r, "read(NULL)", std::ptr::null_mut(), 8);
+    drain(t, &r)
+}
+
+/// Documented difference 3, with vectors: readv and writev whose middle segment is NULL.
+fn vectors_with_one_bad_segment(t: &mut Trace) -> TestResult {
+    let (r, w) = t.pair()?;
+    let mut good = [b'g'; 4];
+    let iov = |a: *mut u8| libc::iovec {
+        iov_base: a.cast(),
+        iov_len: 4,
+    };
+    let segs = [
+        iov(good.as_mut_ptr()),
+        iov(std::ptr::null_mut()),
+        iov(good.as_mut_ptr()),
+    ];
+    // SAFETY: writev(2) with a NULL segment: the kernel checks it.
+    let n = unsafe { libc::writev(w.as_raw_fd(), segs.as_ptr(), 3) };
+    expect_documented(t, "writev(4 ok, 4 NULL, 4 ok)", n, -1, 4)?;
+    let _ = t.write(&w, b"12345678");
+    let (mut a, mut c) = ([0u8; 4], [0u8; 4]);
+    let segs = [
+        iov(a.as_mut_ptr()),
+        iov(std::ptr::null_mut()),
+        iov(c.as_mut_ptr()),
+    ];
+    // SAFETY: readv(2) with a NULL segment: the kernel checks it.
+    let n = unsafe { libc::readv(r.as_raw_fd(), segs.as_ptr(), 3) };
+    expect_documented(t, "readv(4, NULL, 4)", n, -1, 4)?;
+    t.fionread(&r);
+    drain_documented(t, &r, b"12345678", b"12345678")
+}
+
+fn counts_up_to_ssize_max(t: &mut Trace) -> TestResult {
+    let p = Pages::new()?;
+    let (r, w) = t.pair()?;
+    let _ = t.write(&w, b"ten bytes!");
+    let mut buf = [0u8; PAGE];
+    // A count far beyond the buffer: only what is queued is copied.
+    raw_read(
+        t,
+        &r,
+        "read(SSIZE_MAX) of 10 queued",
+        buf.as_mut_ptr(),
+        isize::MAX as usize,
+    );
+    t.note(format!("  bytes {}", String::from_utf8_lossy(&buf[..10])));
+    // A write of SSIZE_MAX from one mapped page: it moves that page, then faults.
+    raw_write(
+        t,
+        &w,
+        "write(SSIZE_MAX) from one page",
+        p.at(0),
+        isize::MAX as usize,
+    );
+    t.fionread(&r);
+    let _ = t.write(&w, b"");
+    t.read(&r, 0);
+    Ok(())
+}
+
 /// Whether process `pid` has `path` open.
 fn has_open(pid: u32, path: &str) -> bool {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -1395,6 +1619,30 @@ static SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "two_writers_interleave_whole_writes",
         run: two_writers_interleave_whole_writes,
+    },
+    Scenario {
+        name: "write_faulting_in_the_middle",
+        run: write_faulting_in_the_middle,
+    },
+    Scenario {
+        name: "write_faulting_at_the_start",
+        run: write_faulting_at_the_start,
+    },
+    Scenario {
+        name: "read_faulting_in_the_middle",
+        run: read_faulting_in_the_middle,
+    },
+    Scenario {
+        name: "read_into_bad_destinations",
+        run: read_into_bad_destinations,
+    },
+    Scenario {
+        name: "vectors_with_one_bad_segment",
+        run: vectors_with_one_bad_segment,
+    },
+    Scenario {
+        name: "counts_up_to_ssize_max",
+        run: counts_up_to_ssize_max,
     },
     Scenario {
         name: "room_counted_in_pages_vs_bytes",
