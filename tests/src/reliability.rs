@@ -507,6 +507,13 @@ fn slab_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether this kernel has KASAN (its report function is in the symbol table).
+fn kasan_kernel() -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .map(|k| k.lines().any(|l| l.ends_with(" kasan_report")))
+        .unwrap_or(false)
+}
+
 /// 200 load/unload cycles with I/O in each: every cycle works, and slab memory does not grow.
 fn lifecycle_load_cycles() -> TestResult {
     const CYCLES: usize = 200;
@@ -538,11 +545,18 @@ fn lifecycle_load_cycles() -> TestResult {
     }
     let after = slab_kib();
     println!("# lifecycle: {CYCLES} load cycles, slab {before} KiB -> {after} KiB");
-    ensure!(
-        after <= before + 512,
-        "slab grew by {} KiB over {CYCLES} cycles",
-        after - before
-    );
+    if kasan_kernel() {
+        // KASAN's quarantine keeps freed objects for a while on purpose, so the slab grows
+        // and shrinks on its own there; on that kernel kmemleak's scan after the whole run
+        // (kmemleak_no_leaks) is what finds leaks.
+        println!("# lifecycle: KASAN kernel: slab not compared, kmemleak checks leaks");
+    } else {
+        ensure!(
+            after <= before + 512,
+            "slab grew by {} KiB over {CYCLES} cycles",
+            after - before
+        );
+    }
     reload(&[])
 }
 
