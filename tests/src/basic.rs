@@ -50,14 +50,9 @@ pub fn tests() -> Vec<Test> {
 const SHORT: Duration = Duration::from_secs(30);
 const LONG: Duration = Duration::from_secs(240);
 
-nix::ioctl_read_bad!(fionread, libc::FIONREAD, libc::c_int);
-
-/// Bytes queued in the pipe, by FIONREAD on `fd`.
+/// Bytes queued in the pipe, by FIONREAD on `f`.
 fn queued(f: &impl AsRawFd) -> Result<i32, String> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
-    unsafe { fionread(f.as_raw_fd(), &mut n) }.map_err(|e| format!("FIONREAD: {e}"))?;
-    Ok(n)
+    crate::util::queued(f).map_err(|e| format!("FIONREAD: {e}"))
 }
 
 /// The misc device's dev_t as the kernel publishes it: "MAJOR:MINOR".

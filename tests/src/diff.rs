@@ -158,10 +158,7 @@ impl Trace {
     }
 
     fn fionread(&mut self, fd: &OwnedFd) {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int through the pointer, which is valid.
-        let r = unsafe { fionread(fd.as_raw_fd(), &mut n) }.map(|_| n);
-        self.rec("FIONREAD", &r);
+        self.rec("FIONREAD", &crate::util::queued(fd));
     }
 
     fn nonblock(&mut self, fd: &OwnedFd, on: bool) -> TestResult {
@@ -175,8 +172,6 @@ impl Trace {
             .map_err(|e| e.to_string())
     }
 }
-
-nix::ioctl_read_bad!(fionread, libc::FIONREAD, libc::c_int);
 
 fn open_raw(path: &str, flags: OFlag) -> Result<OwnedFd, Errno> {
     nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, Mode::empty())
@@ -1069,9 +1064,7 @@ fn room_counted_in_pages_vs_bytes(t: &mut Trace) -> TestResult {
         n == want,
         "{n} writes of 2049 bytes fit, DIFF.md says {want}"
     );
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
-    unsafe { fionread(r.as_raw_fd(), &mut queued) }.map_err(|e| e.to_string())?;
+    let queued = crate::util::queued(&r).map_err(|e| e.to_string())?;
     ensure!(
         queued as usize == n * 2049,
         "{queued} bytes queued after {n} writes"
@@ -1114,7 +1107,9 @@ fn atomic_writes_under_contention(t: &mut Trace) -> TestResult {
     // others and find end-of-file, or no reader.
     for h in &writers {
         let pid = h.pid();
-        crate::util::wait_until("a message writer has opened", WAIT, || has_open(pid, &path))?;
+        crate::util::wait_until("a message writer has opened", WAIT, || {
+            crate::util::has_open(pid, &path)
+        })?;
     }
     drop(w);
     let mut stream = Vec::new();
@@ -1363,16 +1358,6 @@ fn counts_up_to_ssize_max(t: &mut Trace) -> TestResult {
     let _ = t.write(&w, b"");
     t.read(&r, 0);
     Ok(())
-}
-
-/// Whether process `pid` has `path` open.
-fn has_open(pid: u32, path: &str) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.flatten()
-                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == path))
-        })
-        .unwrap_or(false)
 }
 
 static SCENARIOS: &[Scenario] = &[

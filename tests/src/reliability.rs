@@ -6,7 +6,8 @@
 
 use crate::{
     util::{
-        ensure, is_loaded, open, pattern, reload, run, wait_until, Helper, TestResult, DEV, KO,
+        ensure, has_open, is_loaded, open, pattern, reload, run, wait_until, Helper, TestResult,
+        DEV, KO,
     },
     Test,
 };
@@ -49,16 +50,6 @@ pub fn tests() -> Vec<Test> {
             Box::new(reads_return_only_written_bytes),
         ),
     ]
-}
-
-/// Whether process `pid` has `path` open.
-pub fn has_open(pid: u32, path: &str) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| {
-            d.flatten()
-                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == path))
-        })
-        .unwrap_or(false)
 }
 
 /// A reader's report: `got N bad B order O` then per writer `ID:COUNT:SUM:SUMSQ`.
@@ -307,12 +298,7 @@ fn faults_kill_blocked() -> TestResult {
     };
     // Our reader end: FIONREAD, and no EPIPE while readers are being replaced.
     let watch = open(DEV, true, false, libc::O_NONBLOCK).map_err(|e| e.to_string())?;
-    let queued = || {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int through the pointer, which is valid.
-        unsafe { libc::ioctl(watch.as_raw_fd(), libc::FIONREAD, &mut n) };
-        n as usize
-    };
+    let queued = || crate::util::queued(&watch).unwrap_or(0) as usize;
     let mut next_id = 0;
     let spawn = |role: &str, id: &mut usize| -> Result<(Helper, String), String> {
         *id += 1;

@@ -99,6 +99,26 @@ pub fn blocked_in_syscall(pid: u32, nr: u32) -> bool {
     sleeping && in_nr
 }
 
+nix::ioctl_read_bad!(fionread_raw, nix::libc::FIONREAD, nix::libc::c_int);
+
+/// Bytes queued in the pipe behind `fd`, by FIONREAD.
+pub fn queued(fd: &impl std::os::fd::AsRawFd) -> Result<i32, nix::errno::Errno> {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    unsafe { fionread_raw(fd.as_raw_fd(), &mut n) }?;
+    Ok(n)
+}
+
+/// Whether process `pid` has `path` open.
+pub fn has_open(pid: u32, path: &str) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == path))
+        })
+        .unwrap_or(false)
+}
+
 /// x86_64 system call numbers the tests look for in /proc/PID/syscall.
 pub const SYS_READ: u32 = 0;
 pub const SYS_WRITE: u32 = 1;
