@@ -163,9 +163,13 @@ def markdown(bench, env):
         "context switches of writer and reader per MiB moved. Ratio: mini_pipe / FIFO "
         "(throughput: higher is better; context switches: lower is better).")
     add("")
-    add("| capacity | write | MiB moved | FIFO MiB/s | mini_pipe MiB/s | ratio | "
-        "FIFO csw/MiB | mini_pipe csw/MiB | ratio | stalls FIFO/mini_pipe |")
-    add("|---|---|---|---|---|---|---|---|---|---|")
+    def add_tp_header():
+        """The header of a throughput table (the one-writer cells and the seeds' reference)."""
+        add("| capacity | write | MiB moved | FIFO MiB/s | mini_pipe MiB/s | ratio | "
+            "FIFO csw/MiB | mini_pipe csw/MiB | ratio | stalls FIFO/mini_pipe |")
+        add("|---|---|---|---|---|---|---|---|---|---|")
+
+    add_tp_header()
 
     def tp_row(c):
         f, m = c["fifo"], c["mini_pipe"]
@@ -186,9 +190,7 @@ def markdown(bench, env):
             f"and got {s['fifo']['capacity_seen']} (a pipe holds at least one page), so this "
             "is a reference point, not a like-for-like comparison.")
         add("")
-        add("| capacity | write | MiB moved | FIFO MiB/s | mini_pipe MiB/s | ratio | "
-            "FIFO csw/MiB | mini_pipe csw/MiB | ratio | stalls FIFO/mini_pipe |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
+        add_tp_header()
         add(tp_row(s))
         add("")
     lat = bench.get("latency")
