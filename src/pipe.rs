@@ -8,8 +8,10 @@
 //!
 //! Locking: one [`Mutex`] (fs/pipe.c's `pipe->mutex`) guards the ring and the counters. Copies to
 //! and from user memory happen under it, as in fs/pipe.c: that is what makes a write of at most
-//! `PIPE_BUF` bytes atomic. Wakeups are issued after the mutex is dropped, so a woken task does
-//! not immediately block on the mutex its waker still holds.
+//! `PIPE_BUF` bytes atomic. Unlike fs/pipe.c, the wakeup that moves data along (a writer waking a
+//! reader, a reader waking a writer) is issued before the copy, with the mutex held: the woken
+//! task spins on the mutex while the copy runs, instead of being woken once it is over (DIFF.md,
+//! "Locking"). The other wakeups are issued after the mutex is dropped.
 
 use crate::{
     fops::FasyncList,
@@ -65,19 +67,21 @@ fn writable(room: usize, atomic_max: usize) -> bool {
     room >= atomic_max
 }
 
-/// Whether a read that took `copied` bytes from a ring with `room_before` bytes of room must
-/// wake a writer. Only a ring that was not `writable` can have writers asleep (each waits for
-/// at most `atomic_max` bytes of room) or pollers waiting for writability. One writer is woken
-/// (and every poller); a woken writer that finds room passes the wakeup on when it is done, one
-/// that does not waits for the next read, which will come, since the ring is not empty.
-fn read_wakes_writers(room_before: usize, copied: usize, atomic_max: usize) -> bool {
-    copied > 0 && !writable(room_before, atomic_max)
+/// Whether a read about to take data from a ring with `room` bytes of room must wake a writer
+/// (fs/pipe.c's `was_full`). Only a ring that is not `writable` can have writers asleep (each
+/// waits for at most `atomic_max` bytes of room) or pollers waiting for writability. One writer
+/// is woken (and every poller); a woken writer that finds room passes the wakeup on when it is
+/// done, one that does not waits for the next read, which will come, since the ring is not
+/// empty.
+fn read_wakes_writers(room: usize, atomic_max: usize) -> bool {
+    !writable(room, atomic_max)
 }
 
-/// Whether a write must wake a reader: when it made an empty ring readable (fs/pipe.c's
-/// `was_empty`), or after any write once an `EPOLLET` reader has polled.
-fn write_wakes_readers(was_empty: bool, pseudo_edgetrigger: bool, now_empty: bool) -> bool {
-    (was_empty || pseudo_edgetrigger) && !now_empty
+/// Whether a write about to copy into the ring must wake a reader: when the ring is empty, so
+/// readers may be asleep (fs/pipe.c's `was_empty`), or before any write once an `EPOLLET` reader
+/// has polled.
+fn write_wakes_readers(was_empty: bool, pseudo_edgetrigger: bool) -> bool {
+    was_empty || pseudo_edgetrigger
 }
 
 /// How a file was opened, from its `f_mode` and `f_flags`.
@@ -349,12 +353,18 @@ impl Pipe {
         // Set once this reader has slept: it was woken exclusively, so if data is left after
         // it has taken its share, it passes the wakeup on (fs/pipe.c: `wake_next_reader`).
         let mut woken = false;
-        let mut wake_writers = false;
         let result = loop {
             if !inner.ring.is_empty() {
-                let room_before = inner.ring.room();
+                // The writer is woken before the copy, with the mutex held, where pipe.c wakes
+                // it after unlocking: it spends its wake-up on the mutex instead of in its wait
+                // queue, spins there while this copy runs, and finds the room when it gets the
+                // mutex. The two sides overlap instead of sleeping by turns (logs/bench/NOTES.md
+                // has what that changed). A faulting copy frees no room; the woken writer then
+                // finds too little and waits again.
+                if read_wakes_writers(inner.ring.room(), self.atomic_max) {
+                    self.wr_wait.notify_one();
+                }
                 let copied = inner.ring.read_into(dst, want);
-                wake_writers = read_wakes_writers(room_before, copied, self.atomic_max);
                 break if copied == 0 { Err(EFAULT) } else { Ok(copied) };
             }
             if inner.writers == 0 {
@@ -378,10 +388,6 @@ impl Pipe {
         };
         let wake_next_reader = woken && !inner.ring.is_empty();
         drop(inner);
-        // One writer (and every poller); if it leaves room, it wakes the next.
-        if wake_writers {
-            self.wr_wait.notify_sync();
-        }
         if wake_next_reader {
             self.rd_wait.notify_sync();
         }
@@ -409,7 +415,10 @@ impl Pipe {
         let need = write_needs(total, self.atomic_max);
         let mut written = 0;
         let mut inner = self.inner.lock();
+        // Readers may be asleep: the ring was empty when this writer took the mutex.
         let mut was_empty = inner.ring.is_empty();
+        // Readers were woken for bytes this writer queued, and have not had a `SIGIO` for them.
+        let mut woke_readers = false;
         // Set once this writer has slept: it was woken exclusively (or by a signal, which may
         // have taken a wakeup meant for it), so if room is left when it is done, it passes the
         // wakeup on to the next writer (fs/pipe.c: `wake_next_writer`).
@@ -426,7 +435,14 @@ impl Pipe {
             let room = inner.ring.room();
             if room >= need {
                 let want = total - written;
+                // As in `read`, the reader is woken before the copy: it spins on the mutex
+                // while the bytes go in, and takes them as soon as this writer lets go.
+                if write_wakes_readers(was_empty, inner.pseudo_edgetrigger) {
+                    self.rd_wait.notify_one();
+                    woke_readers = true;
+                }
                 let copied = inner.ring.write_from(src, want);
+                was_empty = inner.ring.is_empty();
                 written += copied;
                 if copied < want.min(room) {
                     // `src` faulted: keep what arrived, report it (or the fault).
@@ -448,17 +464,12 @@ impl Pipe {
                     Ok(written)
                 };
             }
-            // About to sleep for room: readers must see what is already queued first. Wake
-            // them with the mutex dropped, then look again: they may have made room, or even
-            // emptied the ring and gone back to sleep, so `was_empty` is taken afresh (as
-            // pipe_write does after every wait).
-            if was_empty && !inner.ring.is_empty() {
-                drop(inner);
-                self.rd_wait.notify_sync();
+            // About to sleep for room. The readers were woken before the bytes went in; the
+            // `SIGIO` users among them hear of the bytes now, not once the write is done,
+            // which may be never if they are the ones to make room.
+            if woke_readers {
                 self.fasync_readers.kill(POLL_IN);
-                inner = self.inner.lock();
-                was_empty = inner.ring.is_empty();
-                continue;
+                woke_readers = false;
             }
             let interrupted = self.wr_wait.wait_interruptible(&mut inner);
             woken = true;
@@ -471,15 +482,8 @@ impl Pipe {
             }
             was_empty = inner.ring.is_empty();
         };
-        let wake_readers =
-            write_wakes_readers(was_empty, inner.pseudo_edgetrigger, inner.ring.is_empty());
         let wake_next_writer = woken && inner.ring.room() > 0;
         drop(inner);
-        // The writer is about to return to user space, probably to write or wait again: a sync
-        // wakeup lets the reader run on this CPU (fs/pipe.c does the same).
-        if wake_readers {
-            self.rd_wait.notify_sync();
-        }
         self.fasync_readers.kill(POLL_IN);
         if wake_next_writer {
             self.wr_wait.notify_sync();
@@ -541,19 +545,19 @@ mod tests {
 
     #[test]
     fn reads_wake_writers_only_when_room_was_short() {
-        assert!(read_wakes_writers(0, 1, PIPE_BUF));
-        assert!(read_wakes_writers(PIPE_BUF - 1, 100, PIPE_BUF));
-        assert!(!read_wakes_writers(PIPE_BUF, 100, PIPE_BUF));
-        // A read that moved nothing (a fault) changes no room.
-        assert!(!read_wakes_writers(0, 0, PIPE_BUF));
+        assert!(read_wakes_writers(0, PIPE_BUF));
+        assert!(read_wakes_writers(PIPE_BUF - 1, PIPE_BUF));
+        assert!(!read_wakes_writers(PIPE_BUF, PIPE_BUF));
+        // A 1-byte ring: full or writable.
+        assert!(read_wakes_writers(0, 1));
+        assert!(!read_wakes_writers(1, 1));
     }
 
     #[test]
     fn writes_wake_readers_on_empty_or_edge_triggered() {
-        assert!(write_wakes_readers(true, false, false));
-        assert!(!write_wakes_readers(false, false, false));
-        assert!(write_wakes_readers(false, true, false));
-        // Nothing was written into an empty ring: nobody to wake.
-        assert!(!write_wakes_readers(true, true, true));
+        assert!(write_wakes_readers(true, false));
+        assert!(!write_wakes_readers(false, false));
+        assert!(write_wakes_readers(false, true));
+        assert!(write_wakes_readers(true, true));
     }
 }

@@ -14,11 +14,13 @@
 //!
 //! What is measured (medians over the repetitions; the raw values are in the output too):
 //! - throughput in MiB/s, one writer process to one reader process, for several write sizes
-//!   and capacities, and context switches (voluntary + involuntary, writer + reader) per MiB;
+//!   and capacities, and context switches (voluntary + involuntary, writer + reader) per MiB,
+//!   also split by side and kind;
 //! - the one-way wake-up latency: the reader sleeps in read() on the empty object, the
 //!   writer stamps a message with `CLOCK_MONOTONIC`, the reader subtracts that from its clock
 //!   when the message arrives (median and p99), after checking that the clock resolves
-//!   microseconds;
+//!   microseconds. One writer and one reader have both objects open and alternate between them
+//!   message by message, so that both see the same moments of a noisy host;
 //! - scaling: W writers and R readers of 4 KiB messages, W and R in {1, 2, 4};
 //! - the seeds' configuration (capacity 128) as a reference point.
 //!
@@ -269,7 +271,7 @@ impl Plan {
         } else {
             Plan {
                 smoke,
-                reps: reps.unwrap_or(5),
+                reps: reps.unwrap_or(7),
                 capacities: vec![4 * KIB, 64 * KIB, MIB],
                 write_sizes: vec![1, 64, 512, 4 * KIB, 64 * KIB, MIB],
                 scale,
@@ -389,12 +391,34 @@ fn num<T: std::str::FromStr>(words: &[String], i: usize) -> Result<T, String> {
         .ok_or_else(|| format!("bad helper report {words:?}"))
 }
 
+/// Context switches of one side (all its writers, or all its readers) between `go` and `done`.
+#[derive(Clone, Copy, Default)]
+struct Switches {
+    /// The process gave up the CPU: it slept, in a wait queue or on a mutex.
+    voluntary: u64,
+    /// The scheduler took the CPU away: preemption, time slices.
+    involuntary: u64,
+}
+
+impl Switches {
+    fn add(&mut self, words: &[String]) -> Result<(), String> {
+        self.voluntary += num::<u64>(words, 3)?;
+        self.involuntary += num::<u64>(words, 4)?;
+        Ok(())
+    }
+
+    fn total(&self) -> u64 {
+        self.voluntary + self.involuntary
+    }
+}
+
 /// What one transfer measured.
 struct Transfer {
     secs: f64,
     bytes: u64,
-    /// Context switches of all the helpers between `go` and `done`.
-    csw: u64,
+    /// Context switches of the writers and of the readers.
+    writers: Switches,
+    readers: Switches,
     /// The capacity the writers saw (`F_GETPIPE_SZ`, or mini_pipe's fdinfo).
     capacity_seen: u64,
 }
@@ -404,8 +428,13 @@ impl Transfer {
         self.bytes as f64 / MIB as f64 / self.secs
     }
 
+    fn per_mib(&self, n: u64) -> f64 {
+        n as f64 / (self.bytes as f64 / MIB as f64)
+    }
+
+    /// Context switches, voluntary and involuntary, of every helper per MiB moved.
     fn csw_per_mib(&self) -> f64 {
-        self.csw as f64 / (self.bytes as f64 / MIB as f64)
+        self.per_mib(self.writers.total() + self.readers.total())
     }
 }
 
@@ -545,31 +574,32 @@ fn transfer(
         ws.iter().map(Proc::pid).collect(),
         rs.iter().map(Proc::pid).collect(),
     );
-    let mut run = || -> Result<(u64, u64, u64, u64), String> {
+    let mut run = || -> Result<(u64, u64, u64, Switches, Switches), String> {
         // Readers first, so that they are waiting when the data comes.
         for p in rs.iter_mut().chain(ws.iter_mut()) {
             p.go()?;
         }
-        // done BYTES GO_NS END_NS CSW
-        let (mut start, mut end, mut bytes, mut csw) = (u64::MAX, 0u64, 0u64, 0u64);
+        // done BYTES GO_NS END_NS VOLUNTARY INVOLUNTARY
+        let (mut start, mut end, mut bytes) = (u64::MAX, 0u64, 0u64);
+        let (mut w_csw, mut r_csw) = (Switches::default(), Switches::default());
         for w in ws.iter_mut() {
             let d = w.expect("done")?;
             start = start.min(num(&d, 1)?);
-            csw += num::<u64>(&d, 3)?;
+            w_csw.add(&d)?;
         }
         for r in rs.iter_mut() {
             let d = r.expect("done")?;
             bytes += num::<u64>(&d, 0)?;
             end = end.max(num(&d, 2)?);
-            csw += num::<u64>(&d, 3)?;
+            r_csw.add(&d)?;
         }
-        Ok((start, end, bytes, csw))
+        Ok((start, end, bytes, w_csw, r_csw))
     };
     let result = run();
     if let Some(diag) = dog.stop() {
         return Err(Fail::Stall(diag));
     }
-    let (start, end, bytes, csw) = result?;
+    let (start, end, bytes, w_csw, r_csw) = result?;
     for p in rs.into_iter().chain(ws) {
         p.finish()?;
     }
@@ -583,7 +613,8 @@ fn transfer(
     Ok(Transfer {
         secs: end.saturating_sub(start).max(1) as f64 / 1e9,
         bytes,
-        csw,
+        writers: w_csw,
+        readers: r_csw,
         capacity_seen,
     })
 }
@@ -630,6 +661,16 @@ fn cell(
             ),
             ("mib_s", J::Num(median(&mib))),
             ("csw_per_mib", J::Num(median(&csw))),
+            (
+                "csw_per_mib_by_kind",
+                obj(SWITCH_KINDS
+                    .iter()
+                    .map(|&(name, pick)| {
+                        let v: Vec<f64> = v.iter().map(|t| t.per_mib(pick(t))).collect();
+                        (name, J::Num(median(&v)))
+                    })
+                    .collect()),
+            ),
             ("mib_s_runs", nums(&mib)),
             ("csw_per_mib_runs", nums(&csw)),
             (
@@ -662,6 +703,17 @@ fn cell(
     );
     Ok(out)
 }
+
+/// A part of a transfer's context switches: its name in the JSON, and how to get it.
+type SwitchKind = (&'static str, fn(&Transfer) -> u64);
+
+/// The parts of a transfer's context switches the JSON reports separately (medians per MiB).
+const SWITCH_KINDS: [SwitchKind; 4] = [
+    ("writers_voluntary", |t| t.writers.voluntary),
+    ("writers_involuntary", |t| t.writers.involuntary),
+    ("readers_voluntary", |t| t.readers.voluntary),
+    ("readers_involuntary", |t| t.readers.involuntary),
+];
 
 /// The read buffer of throughput readers: 64 KiB, or the write size if larger.
 fn read_size(write_size: usize) -> usize {
@@ -737,16 +789,21 @@ fn clock_check() -> (bool, J) {
     (ok, j)
 }
 
-/// One latency run: `count` messages, each written once the reader sleeps in read().
-fn latency_run(obj: Obj, count: usize) -> Result<Vec<f64>, String> {
-    let path = obj.path().to_string();
-    let mut r = Proc::spawn(&["lat-reader".into(), path.clone(), count.to_string()])?;
-    let mut w = Proc::spawn(&[
-        "lat-writer".into(),
-        path,
-        count.to_string(),
-        r.pid().to_string(),
-    ])?;
+/// The object message `i` of a latency run goes through: FIFO, mini_pipe, mini_pipe, FIFO,
+/// and so on, so that both see the same moments of the run and neither always goes first.
+fn lat_object(i: usize) -> Obj {
+    Obj::order(i / 2)[i % 2]
+}
+
+/// Latency messages per run that only warm up (one per object): not measured.
+const LAT_WARMUP: usize = 2;
+
+/// One latency run: one writer and one reader with both objects open, `count` messages
+/// through each, alternating ([`lat_object`]), each written once the reader sleeps in read().
+/// Returns the delays in nanoseconds, FIFO first.
+fn latency_run(count: usize) -> Result<[Vec<f64>; 2], String> {
+    let mut r = Proc::spawn(&["lat-reader".into(), count.to_string()])?;
+    let mut w = Proc::spawn(&["lat-writer".into(), count.to_string(), r.pid().to_string()])?;
     r.expect("ready")?;
     w.expect("ready")?;
     r.go()?;
@@ -755,9 +812,20 @@ fn latency_run(obj: Obj, count: usize) -> Result<Vec<f64>, String> {
     let d = r.expect("done")?;
     r.finish()?;
     w.finish()?;
-    let samples: Vec<f64> = d.iter().filter_map(|s| s.parse().ok()).collect();
-    if samples.len() != count {
-        return Err(format!("{}: {} latency samples", obj.name(), samples.len()));
+    let mut samples: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for word in &d {
+        let (o, ns) = word
+            .split_once(':')
+            .and_then(|(o, ns)| Some((Obj::from_name(o)?, ns.parse().ok()?)))
+            .ok_or_else(|| format!("bad latency sample {word:?}"))?;
+        samples[(o == Obj::Mini) as usize].push(ns);
+    }
+    if samples.iter().any(|s| s.len() != count) {
+        return Err(format!(
+            "{} and {} latency samples",
+            samples[0].len(),
+            samples[1].len()
+        ));
     }
     Ok(samples)
 }
@@ -765,17 +833,19 @@ fn latency_run(obj: Obj, count: usize) -> Result<Vec<f64>, String> {
 fn latency(plan: &Plan, clock_ok: bool, clock: J) -> Result<J, String> {
     let mut all: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for rep in 0..plan.lat_reps {
-        for o in Obj::order(rep) {
-            let s = latency_run(o, plan.lat_count)?;
-            eprintln!(
-                "bench: latency rep {}/{} {:9}: median {:.1} us, p99 {:.1} us",
-                rep + 1,
-                plan.lat_reps,
-                o.name(),
-                median(&s) / 1e3,
-                percentile(&s, 99.0) / 1e3
-            );
-            all[(o == Obj::Mini) as usize].extend(s);
+        let s = latency_run(plan.lat_count)?;
+        eprintln!(
+            "bench: latency rep {}/{}: median {:.1} us (FIFO) {:.1} us (mini_pipe), \
+             p99 {:.1} us {:.1} us",
+            rep + 1,
+            plan.lat_reps,
+            median(&s[0]) / 1e3,
+            median(&s[1]) / 1e3,
+            percentile(&s[0], 99.0) / 1e3,
+            percentile(&s[1], 99.0) / 1e3
+        );
+        for (a, s) in all.iter_mut().zip(s) {
+            a.extend(s);
         }
     }
     let side = |v: &[f64]| {
@@ -803,8 +873,9 @@ fn latency(plan: &Plan, clock_ok: bool, clock: J) -> Result<J, String> {
         }
     };
     let note = if clock_ok {
-        "the reader sleeps in read() on the empty object (checked in /proc/PID/syscall and \
-         stat) when the writer stamps each message"
+        "one writer and one reader have both objects open and alternate between them message \
+         by message; the reader sleeps in read() on the empty object (checked in \
+         /proc/PID/syscall and stat) when the writer stamps each message"
     } else {
         "the guest clock does not resolve microseconds: no latency is reported"
     };
@@ -812,8 +883,12 @@ fn latency(plan: &Plan, clock_ok: bool, clock: J) -> Result<J, String> {
         ("clock", clock),
         ("capacity", int(DEFAULT_CAPACITY)),
         ("message_bytes", int(8)),
-        ("runs_per_object", int(plan.lat_reps)),
-        ("messages_per_run", int(plan.lat_count)),
+        ("runs", int(plan.lat_reps)),
+        ("messages_per_object_per_run", int(plan.lat_count)),
+        (
+            "interleaving",
+            J::Str("message by message (FIFO, mini_pipe, mini_pipe, FIFO, and again)".into()),
+        ),
         ("fifo", side(&all[0])),
         ("mini_pipe", side(&all[1])),
         ("ratio_median", ratio(50.0)),
@@ -969,18 +1044,31 @@ pub fn run(args: &[String]) -> i32 {
 
 // The helper side: `mini_pipe_test helper bench ROLE ARGS...`.
 
-/// Context switches of this process so far (voluntary + involuntary).
-fn ctx_switches() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("ctxt_switches:"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .sum()
+/// Context switches of this process so far: (voluntary, involuntary).
+fn ctx_switches() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    )
+}
+
+/// The `done` line of a throughput helper: bytes moved, start and end times, and the context
+/// switches since `csw` was taken.
+fn say_done(bytes: u64, go: u64, end: u64, csw: (u64, u64)) {
+    let now = ctx_switches();
+    say(&format!(
+        "done {bytes} {go} {end} {} {}",
+        now.0 - csw.0,
+        now.1 - csw.1
+    ));
 }
 
 /// Waits for the `go` line on stdin.
@@ -1043,8 +1131,7 @@ fn tp_writer(args: &[String]) -> Result<(), String> {
     }
     drop(f);
     let end = now_ns();
-    let csw = ctx_switches() - csw;
-    say(&format!("done {bytes} {go} {end} {csw}"));
+    say_done(bytes, go, end, csw);
     Ok(())
 }
 
@@ -1068,21 +1155,27 @@ fn tp_reader(args: &[String]) -> Result<(), String> {
         }
     }
     let end = now_ns();
-    let csw = ctx_switches() - csw;
-    say(&format!("done {bytes} {go} {end} {csw}"));
+    say_done(bytes, go, end, csw);
     Ok(())
 }
 
-/// `lat-writer PATH COUNT READER_PID`: writes COUNT + 1 stamped 8-byte messages, each once
-/// the reader sleeps in read(); the first one is a warm-up.
+/// Opens the FIFO and mini_pipe, in that order (a FIFO open waits for its partner's), to read
+/// or to write.
+fn open_both(read: bool) -> Result<[std::fs::File; 2], String> {
+    let open =
+        |o: Obj| open(o.path(), read, !read, 0).map_err(|e| format!("open {}: {e}", o.path()));
+    Ok([open(Obj::Fifo)?, open(Obj::Mini)?])
+}
+
+/// `lat-writer COUNT READER_PID`: writes `LAT_WARMUP` + 2 x COUNT stamped 8-byte messages,
+/// alternating between the objects ([`lat_object`]), each once the reader sleeps in read().
 fn lat_writer(args: &[String]) -> Result<(), String> {
-    let path = &args[0];
-    let count: usize = num(args, 1)?;
-    let reader: u32 = num(args, 2)?;
-    let mut f = open(path, false, true, 0).map_err(|e| format!("open {path}: {e}"))?;
+    let count: usize = num(args, 0)?;
+    let reader: u32 = num(args, 1)?;
+    let mut files = open_both(false)?;
     say("ready");
     wait_go()?;
-    for i in 0..=count {
+    for i in 0..LAT_WARMUP + 2 * count {
         let mut tries = 0;
         while !blocked_in_syscall(reader, SYS_READ) {
             tries += 1;
@@ -1092,29 +1185,32 @@ fn lat_writer(args: &[String]) -> Result<(), String> {
             thread::sleep(Duration::from_micros(50));
         }
         let stamp = now_ns();
-        f.write_all(&stamp.to_le_bytes())
+        files[(lat_object(i) == Obj::Mini) as usize]
+            .write_all(&stamp.to_le_bytes())
             .map_err(|e| format!("write: {e}"))?;
     }
     say("done");
     Ok(())
 }
 
-/// `lat-reader PATH COUNT`: reads COUNT + 1 messages and prints the COUNT arrival delays
-/// after the warm-up, in nanoseconds.
+/// `lat-reader COUNT`: reads the messages of `lat-writer COUNT`, each from the object it goes
+/// through, and prints the arrival delays after the warm-up as `OBJECT:NANOSECONDS`.
 fn lat_reader(args: &[String]) -> Result<(), String> {
-    let path = &args[0];
-    let count: usize = num(args, 1)?;
-    let mut f = open(path, true, false, 0).map_err(|e| format!("open {path}: {e}"))?;
+    let count: usize = num(args, 0)?;
+    let mut files = open_both(true)?;
     say("ready");
     wait_go()?;
-    let mut samples = Vec::with_capacity(count);
+    let mut samples = Vec::with_capacity(2 * count);
     let mut buf = [0u8; 8];
-    for i in 0..=count {
-        f.read_exact(&mut buf)
+    for i in 0..LAT_WARMUP + 2 * count {
+        let o = lat_object(i);
+        files[(o == Obj::Mini) as usize]
+            .read_exact(&mut buf)
             .map_err(|e| format!("message {i}: {e}"))?;
         let now = now_ns();
-        if i > 0 {
-            samples.push(now.saturating_sub(u64::from_le_bytes(buf)).to_string());
+        if i >= LAT_WARMUP {
+            let delay = now.saturating_sub(u64::from_le_bytes(buf));
+            samples.push(format!("{}:{delay}", o.name()));
         }
     }
     say(&format!("done {}", samples.join(" ")));
@@ -1128,8 +1224,8 @@ pub fn helper(args: &[String]) -> i32 {
     let r = match args.first().map(String::as_str) {
         Some("tp-writer") if rest.len() == 5 => tp_writer(rest),
         Some("tp-reader") if rest.len() == 2 => tp_reader(rest),
-        Some("lat-writer") if rest.len() == 3 => lat_writer(rest),
-        Some("lat-reader") if rest.len() == 2 => lat_reader(rest),
+        Some("lat-writer") if rest.len() == 2 => lat_writer(rest),
+        Some("lat-reader") if rest.len() == 1 => lat_reader(rest),
         _ => Err(format!("unknown bench helper {args:?}")),
     };
     match r {
