@@ -417,8 +417,6 @@ impl Pipe {
         let mut inner = self.inner.lock();
         // Readers may be asleep: the ring was empty when this writer took the mutex.
         let mut was_empty = inner.ring.is_empty();
-        // Readers were woken for bytes this writer queued, and have not had a `SIGIO` for them.
-        let mut woke_readers = false;
         // Set once this writer has slept: it was woken exclusively (or by a signal, which may
         // have taken a wakeup meant for it), so if room is left when it is done, it passes the
         // wakeup on to the next writer (fs/pipe.c: `wake_next_writer`).
@@ -439,7 +437,6 @@ impl Pipe {
                 // while the bytes go in, and takes them as soon as this writer lets go.
                 if write_wakes_readers(was_empty, inner.pseudo_edgetrigger) {
                     self.rd_wait.notify_one();
-                    woke_readers = true;
                 }
                 let copied = inner.ring.write_from(src, want);
                 was_empty = inner.ring.is_empty();
@@ -465,12 +462,9 @@ impl Pipe {
                 };
             }
             // About to sleep for room. The readers were woken before the bytes went in; the
-            // `SIGIO` users among them hear of the bytes now, not once the write is done,
-            // which may be never if they are the ones to make room.
-            if woke_readers {
-                self.fasync_readers.kill(POLL_IN);
-                woke_readers = false;
-            }
+            // `SIGIO` users among them hear of it now, not once the write is done, which may be
+            // never if they are the ones to make room (pipe.c signals before its wait, too).
+            self.fasync_readers.kill(POLL_IN);
             let interrupted = self.wr_wait.wait_interruptible(&mut inner);
             woken = true;
             if interrupted {

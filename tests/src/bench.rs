@@ -1162,9 +1162,9 @@ fn tp_reader(args: &[String]) -> Result<(), String> {
 /// Opens the FIFO and mini_pipe, in that order (a FIFO open waits for its partner's), to read
 /// or to write.
 fn open_both(read: bool) -> Result<[std::fs::File; 2], String> {
-    let open =
+    let open_one =
         |o: Obj| open(o.path(), read, !read, 0).map_err(|e| format!("open {}: {e}", o.path()));
-    Ok([open(Obj::Fifo)?, open(Obj::Mini)?])
+    Ok([open_one(Obj::Fifo)?, open_one(Obj::Mini)?])
 }
 
 /// `lat-writer COUNT READER_PID`: writes `LAT_WARMUP` + 2 x COUNT stamped 8-byte messages,
