@@ -1360,6 +1360,15 @@ fn counts_up_to_ssize_max(t: &mut Trace) -> TestResult {
     Ok(())
 }
 
+mod splice_uring;
+
+/// This file's scenarios, then splice_uring.rs's, in the order they run.
+fn scenarios() -> impl Iterator<Item = &'static Scenario> {
+    SCENARIOS
+        .iter()
+        .chain(splice_uring::SCENARIOS)
+}
+
 static SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "open_rdonly_nonblock_alone",
@@ -1651,10 +1660,7 @@ pub fn run_scenario(args: &[String]) -> i32 {
         Some("mini") => Target::Mini,
         _ => return 2,
     };
-    let Some(s) = SCENARIOS
-        .iter()
-        .find(|s| Some(s.name) == args.first().map(String::as_str))
-    else {
+    let Some(s) = scenarios().find(|s| Some(s.name) == args.first().map(String::as_str)) else {
         println!("FAIL: no scenario {:?}", args.first());
         return 2;
     };
@@ -1725,7 +1731,7 @@ fn setup() -> TestResult {
 /// The KTAP tests of this section: the setup, then one per scenario, then the summary.
 pub fn tests() -> Vec<Test> {
     let mut v = vec![Test::new("fifo_eq_setup", Box::new(setup))];
-    for s in SCENARIOS {
+    for s in scenarios() {
         v.push(Test::new(
             format!("fifo_eq_{}", s.name),
             Box::new(move || compare(s.name)),
@@ -1735,15 +1741,9 @@ pub fn tests() -> Vec<Test> {
         "fifo_eq_summary",
         Box::new(|| {
             let n = IDENTICAL.load(Ordering::SeqCst);
-            println!(
-                "# fifo-equivalence: {n}/{} scenarios identical",
-                SCENARIOS.len()
-            );
-            ensure!(
-                n == SCENARIOS.len(),
-                "{} scenario(s) differ",
-                SCENARIOS.len() - n
-            );
+            let all = scenarios().count();
+            println!("# fifo-equivalence: {n}/{} scenarios identical", all);
+            ensure!(n == all, "{} scenario(s) differ", all - n);
             Ok(())
         }),
     ));
