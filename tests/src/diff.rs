@@ -1361,12 +1361,14 @@ fn counts_up_to_ssize_max(t: &mut Trace) -> TestResult {
 }
 
 mod splice_uring;
+mod stalls;
 
-/// This file's scenarios, then splice_uring.rs's, in the order they run.
+/// This file's scenarios, then splice_uring.rs's and stalls.rs's, in the order they run.
 fn scenarios() -> impl Iterator<Item = &'static Scenario> {
     SCENARIOS
         .iter()
         .chain(splice_uring::SCENARIOS)
+        .chain(stalls::SCENARIOS)
 }
 
 static SCENARIOS: &[Scenario] = &[
