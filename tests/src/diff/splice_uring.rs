@@ -44,6 +44,13 @@ fn pipe_holds(t: &mut Trace, pr: &OwnedFd) -> TestResult {
     Ok(())
 }
 
+/// Reads and records up to `n` bytes of the object without waiting.
+fn read_now(t: &mut Trace, r: &OwnedFd, n: usize) -> TestResult {
+    t.nonblock(r, true)?;
+    t.read_bytes(r, n);
+    t.nonblock(r, false)
+}
+
 /// Runs `f` on a thread and records its result as `what = ...` if it returns within `PROMPT`,
 /// `what = stuck` if not; a stuck call's thread is returned, for the scenario to release it.
 pub(super) fn at_once(
@@ -102,7 +109,7 @@ fn sendfile_and_splice_move_bytes(t: &mut Trace) -> TestResult {
         b.done(t, "sendfile (late)")?;
     }
     t.fionread(&r);
-    t.read_bytes(&r, 16);
+    read_now(t, &r, 16)?;
     let _ = t.write(&w, b"abcde");
     let (pr, pw) = real_pipe()?;
     if let Some(b) = bounded_splice(t, "splice(object -> pipe, 3)", &r, &pw, 3, false)? {
@@ -114,7 +121,7 @@ fn sendfile_and_splice_move_bytes(t: &mut Trace) -> TestResult {
         b.done(t, "splice (late)")?;
     }
     t.fionread(&r);
-    t.read_bytes(&r, 16);
+    read_now(t, &r, 16)?;
     Ok(())
 }
 
