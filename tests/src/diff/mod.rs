@@ -248,6 +248,15 @@ impl Bg {
         Ok(())
     }
 
+    /// The operation's result within `limit`, recorded; if it is still blocked then, that is
+    /// recorded instead (the thread is left behind), so that a hang shows in the trace.
+    fn done_or_blocked(&self, t: &mut Trace, what: &str, limit: Duration) {
+        match self.rx.recv_timeout(limit) {
+            Ok(r) => t.note(format!("{what} -> {r}")),
+            Err(_) => t.note(format!("{what}: still blocked after {limit:?}")),
+        }
+    }
+
     fn signal(&self, sig: Signal) -> TestResult {
         pthread_kill(self.pthread, sig).map_err(|e| e.to_string())
     }

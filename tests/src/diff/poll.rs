@@ -199,6 +199,159 @@ fn epoll_writer_and_hangups(t: &mut Trace) -> TestResult {
     Ok(())
 }
 
+/// How long a scenario gives a thread that a wakeup must reach before it records it as hung.
+const HANG: Duration = Duration::from_secs(20);
+
+fn new_epoll() -> Result<Epoll, String> {
+    Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| e.to_string())
+}
+
+/// Adds `fd` with `flags` to two epoll instances and leaves a thread waiting in each, up to 30 s
+/// (their results are not recorded: an exclusive wakeup picks one of them). With `drain_first`,
+/// each instance is first waited on once without blocking, and that is recorded, for a level
+/// that is already ready when the fd is added (an edge-triggered `EPOLLOUT`).
+fn exclusive_waiters(
+    t: &mut Trace,
+    fd: &OwnedFd,
+    flags: EpollFlags,
+    drain_first: bool,
+) -> Result<Vec<Bg>, String> {
+    let mut waiters = Vec::new();
+    for i in 1..=2 {
+        let ep = new_epoll()?;
+        ep.add(fd, EpollEvent::new(flags, i))
+            .map_err(|e| format!("EPOLL_CTL_ADD {flags:?}: {e}"))?;
+        if drain_first {
+            t.note(format!("epoll {i} first wait = {}", epoll_events(&ep, 0)));
+        }
+        let b = bg(move || epoll_events(&ep, 30_000));
+        b.blocked_in(t, &[SYS_EPOLL_WAIT, SYS_EPOLL_PWAIT])?;
+        waiters.push(b);
+    }
+    Ok(waiters)
+}
+
+/// `EPOLLEXCLUSIVE` readers do not take a writer's wakeup. An O_RDWR file is in two epoll
+/// instances with `EPOLLIN|EPOLLEXCLUSIVE`, a thread waiting in each, so its epitems sit on both
+/// wait queues ahead of a writer that then blocks with 8 KiB of a 72 KiB write left. Reading
+/// 64 KiB wakes the room waiters with `EPOLLOUT`, which those epitems ignore, so the wakeup
+/// reaches the writer and it completes. A wakeup without a key is taken by an exclusive epitem
+/// (ep_poll_callback counts it as the one exclusive waiter woken) and the writer never wakes.
+fn epoll_exclusive_reader_leaves_writer_wakeup(t: &mut Trace) -> TestResult {
+    let x = t.open(OFlag::O_RDWR)?;
+    let w = t.open(OFlag::O_WRONLY)?;
+    let _waiters = exclusive_waiters(t, &x, EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, false)?;
+    let b = bg_write(w, CAPACITY + 8192);
+    b.blocked_in(t, &[SYS_WRITE])?;
+    t.fionread(&x);
+    t.read(&x, CAPACITY);
+    b.done_or_blocked(t, "blocked write", HANG);
+    t.fionread(&x);
+    Ok(())
+}
+
+/// The mirror case: `EPOLLOUT|EPOLLET|EPOLLEXCLUSIVE` epitems of an O_RDWR file, in two epoll
+/// instances with a waiting thread each, sit on the readers' wait queue ahead of a reader
+/// blocked on the empty object. A write from another file wakes that queue with `EPOLLIN`,
+/// which the epitems ignore, so the reader gets the data.
+fn epoll_exclusive_writer_leaves_reader_wakeup(t: &mut Trace) -> TestResult {
+    let x = t.open(OFlag::O_RDWR)?;
+    let r = t.open(OFlag::O_RDONLY)?;
+    let w = t.open(OFlag::O_WRONLY)?;
+    let flags = EpollFlags::EPOLLOUT | EpollFlags::EPOLLET | EpollFlags::EPOLLEXCLUSIVE;
+    let _waiters = exclusive_waiters(t, &x, flags, true)?;
+    let b = bg_read(r, 64);
+    b.blocked_in(t, &[SYS_READ])?;
+    let _ = t.write(&w, b"wake");
+    b.done_or_blocked(t, "blocked read", HANG);
+    t.fionread(&x);
+    Ok(())
+}
+
+/// `EPOLLONESHOT`: one event, then none, even for new data, until `EPOLL_CTL_MOD` re-arms it.
+fn epoll_oneshot_until_rearmed(t: &mut Trace) -> TestResult {
+    let (r, w) = t.pair()?;
+    let ep = new_epoll()?;
+    let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT;
+    ep.add(&r, EpollEvent::new(flags, 1))
+        .map_err(|e| e.to_string())?;
+    t.note(format!("wait empty = {}", epoll_events(&ep, 0)));
+    let _ = t.write(&w, b"a");
+    t.note(format!("wait = {}", epoll_events(&ep, 0)));
+    t.note(format!("wait again = {}", epoll_events(&ep, 0)));
+    let _ = t.write(&w, b"b");
+    t.note(format!("wait after more data = {}", epoll_events(&ep, 0)));
+    let r2 = ep.modify(&r, &mut EpollEvent::new(flags, 1));
+    t.rec("EPOLL_CTL_MOD", &r2);
+    t.note(format!("wait re-armed = {}", epoll_events(&ep, 0)));
+    t.note(format!("wait again = {}", epoll_events(&ep, 0)));
+    t.read_bytes(&r, 8);
+    let r2 = ep.modify(&r, &mut EpollEvent::new(flags, 1));
+    t.rec("EPOLL_CTL_MOD, empty", &r2);
+    t.note(format!("wait re-armed, empty = {}", epoll_events(&ep, 0)));
+    Ok(())
+}
+
+/// Nested epoll: an epoll instance watching another that watches the reader. Data and the
+/// hangup after the last writer both make the inner instance readable, and wake a thread
+/// waiting on the outer one.
+fn epoll_nested(t: &mut Trace) -> TestResult {
+    let (r, w) = t.pair()?;
+    let inner = std::sync::Arc::new(new_epoll()?);
+    inner
+        .add(&r, EpollEvent::new(EpollFlags::EPOLLIN, 1))
+        .map_err(|e| e.to_string())?;
+    let outer = std::sync::Arc::new(new_epoll()?);
+    outer
+        .add(inner.0.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, 2))
+        .map_err(|e| e.to_string())?;
+    t.note(format!("outer, empty = {}", epoll_events(&outer, 0)));
+    let o = outer.clone();
+    let b = bg(move || epoll_events(&o, 30_000));
+    b.blocked_in(t, &[SYS_EPOLL_WAIT, SYS_EPOLL_PWAIT])?;
+    let _ = t.write(&w, b"x");
+    b.done(t, "blocked outer wait")?;
+    t.note(format!("outer = {}", epoll_events(&outer, 0)));
+    t.note(format!("inner = {}", epoll_events(&inner, 0)));
+    t.read(&r, 1);
+    t.note(format!("outer, read empty = {}", epoll_events(&outer, 0)));
+    let o = outer.clone();
+    let b = bg(move || epoll_events(&o, 30_000));
+    b.blocked_in(t, &[SYS_EPOLL_WAIT, SYS_EPOLL_PWAIT])?;
+    drop(w);
+    b.done(t, "blocked outer wait, last writer closes")?;
+    t.note(format!("inner, no writer = {}", epoll_events(&inner, 0)));
+    Ok(())
+}
+
+/// select(2) with one O_RDWR file in both the read and the write set: empty, with data, full,
+/// and a page read from full.
+fn select_rdwr_empty_data_full(t: &mut Trace) -> TestResult {
+    let f = t.open(OFlag::O_RDWR)?;
+    let note_select = |t: &mut Trace, what: &str| {
+        let mut rs = FdSet::new();
+        let mut ws = FdSet::new();
+        rs.insert(f.as_fd());
+        ws.insert(f.as_fd());
+        let mut tv = TimeVal::new(0, 0);
+        let n = select(None, Some(&mut rs), Some(&mut ws), None, Some(&mut tv));
+        t.note(format!(
+            "select({what}) = {} readable={} writable={}",
+            show(n),
+            rs.contains(f.as_fd()),
+            ws.contains(f.as_fd())
+        ));
+    };
+    note_select(t, "empty");
+    let _ = t.write(&f, b"x");
+    note_select(t, "1 byte");
+    fill(t, &f, CAPACITY - 1)?;
+    note_select(t, "full");
+    t.read(&f, 4096);
+    note_select(t, "a page read");
+    Ok(())
+}
+
 pub(super) const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "poll_reader_and_writer",
@@ -255,5 +408,25 @@ pub(super) const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "epoll_writer_and_hangups",
         run: epoll_writer_and_hangups,
+    },
+    Scenario {
+        name: "epoll_exclusive_reader_leaves_writer_wakeup",
+        run: epoll_exclusive_reader_leaves_writer_wakeup,
+    },
+    Scenario {
+        name: "epoll_exclusive_writer_leaves_reader_wakeup",
+        run: epoll_exclusive_writer_leaves_reader_wakeup,
+    },
+    Scenario {
+        name: "epoll_oneshot_until_rearmed",
+        run: epoll_oneshot_until_rearmed,
+    },
+    Scenario {
+        name: "epoll_nested",
+        run: epoll_nested,
+    },
+    Scenario {
+        name: "select_rdwr_empty_data_full",
+        run: select_rdwr_empty_data_full,
     },
 ];
