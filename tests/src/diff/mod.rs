@@ -269,6 +269,32 @@ fn show<T: std::fmt::Debug>(r: Result<T, Errno>) -> String {
     }
 }
 
+/// `RWF_NOSIGNAL` from include/uapi/linux/fs.h of 7.3, which the libc crate does not have yet:
+/// a write to a pipe with no reader fails with EPIPE but raises no SIGPIPE.
+const RWF_NOSIGNAL: i32 = 0x100;
+
+/// pwritev2(2) of `data` as one segment, at `offset` (-1: the file position) with `flags`.
+fn pwritev2(fd: &OwnedFd, data: &[u8], offset: i64, flags: i32) -> Result<usize, Errno> {
+    let iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: One segment over `data`, which outlives the call; the kernel only reads it.
+    let n = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, offset, flags) };
+    Errno::result(n).map(|n| n as usize)
+}
+
+/// preadv2(2) into `buf` as one segment, at `offset` (-1: the file position) with `flags`.
+fn preadv2(fd: &OwnedFd, buf: &mut [u8], offset: i64, flags: i32) -> Result<usize, Errno> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: One segment over `buf`, which outlives the call and nothing else uses meanwhile.
+    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, offset, flags) };
+    Errno::result(n).map(|n| n as usize)
+}
+
 /// Counts of signals caught by `catch`.
 static CAUGHT: [AtomicUsize; 32] = [const { AtomicUsize::new(0) }; 32];
 

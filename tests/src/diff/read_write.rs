@@ -326,6 +326,88 @@ fn atomic_writes_under_contention(t: &mut Trace) -> TestResult {
     Ok(())
 }
 
+/// Every `RWF_*` flag of include/uapi/linux/fs.h in 7.3, and a bit beyond them.
+const RWF_FLAGS: [(&str, i32); 10] = [
+    ("RWF_HIPRI", libc::RWF_HIPRI),
+    ("RWF_DSYNC", libc::RWF_DSYNC),
+    ("RWF_SYNC", libc::RWF_SYNC),
+    ("RWF_NOWAIT", libc::RWF_NOWAIT),
+    ("RWF_APPEND", libc::RWF_APPEND),
+    ("RWF_NOAPPEND", libc::RWF_NOAPPEND),
+    ("RWF_ATOMIC", libc::RWF_ATOMIC),
+    ("RWF_DONTCACHE", libc::RWF_DONTCACHE),
+    ("RWF_NOSIGNAL", RWF_NOSIGNAL),
+    ("0x200 (unknown)", 0x200),
+];
+
+/// preadv2 and pwritev2 at the file position (offset -1) with each `RWF_*` flag, with data to
+/// read and room to write: the VFS refuses the flags the file cannot honour (`RWF_NOWAIT`
+/// without `FMODE_NOWAIT`, `RWF_ATOMIC`, `RWF_DONTCACHE`, unknown bits); the others move data.
+fn rwf_flags_with_data_and_room(t: &mut Trace) -> TestResult {
+    let (r, w) = t.pair()?;
+    for (name, flag) in RWF_FLAGS {
+        t.rec(
+            &format!("pwritev2(2, {name})"),
+            &pwritev2(&w, b"ab", -1, flag),
+        );
+        let _ = t.write(&w, b"cd");
+        let mut buf = [0u8; 8];
+        let n = preadv2(&r, &mut buf, -1, flag);
+        t.rec(&format!("preadv2(8, {name})"), &n);
+        t.note(format!(
+            "  bytes {}",
+            String::from_utf8_lossy(&buf[..n.unwrap_or(0)])
+        ));
+        drain(t, &r)?;
+        t.nonblock(&r, false)?;
+    }
+    Ok(())
+}
+
+/// The same flags on an empty object (non-blocking preadv2) and a full one (non-blocking
+/// pwritev2): EAGAIN where the flag is accepted, the VFS's refusal where it is not.
+fn rwf_flags_empty_and_full(t: &mut Trace) -> TestResult {
+    let (r, w) = t.pair()?;
+    t.nonblock(&r, true)?;
+    for (name, flag) in RWF_FLAGS {
+        let mut buf = [0u8; 8];
+        t.rec(
+            &format!("preadv2(8, {name}), empty"),
+            &preadv2(&r, &mut buf, -1, flag),
+        );
+    }
+    fill(t, &w, CAPACITY)?;
+    t.nonblock(&w, true)?;
+    for (name, flag) in RWF_FLAGS {
+        t.rec(
+            &format!("pwritev2(2, {name}), full"),
+            &pwritev2(&w, b"ab", -1, flag),
+        );
+    }
+    t.fionread(&r);
+    Ok(())
+}
+
+/// preadv2 and pwritev2 at an offset: ESPIPE for any offset of zero or more (the object has no
+/// positions), EINVAL for a negative one other than -1, with or without flags.
+fn preadv2_pwritev2_at_an_offset(t: &mut Trace) -> TestResult {
+    let f = t.open(OFlag::O_RDWR)?;
+    let _ = t.write(&f, b"data");
+    let mut buf = [0u8; 8];
+    for (offset, flags) in [(0, 0), (4, 0), (0, libc::RWF_HIPRI), (-2, 0)] {
+        t.rec(
+            &format!("pwritev2(2, offset {offset}, flags {flags:#x})"),
+            &pwritev2(&f, b"ab", offset, flags),
+        );
+        t.rec(
+            &format!("preadv2(8, offset {offset}, flags {flags:#x})"),
+            &preadv2(&f, &mut buf, offset, flags),
+        );
+    }
+    t.fionread(&f);
+    Ok(())
+}
+
 pub(super) const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "read_empty_nonblock_with_writer",
@@ -422,5 +504,17 @@ pub(super) const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "atomic_writes_under_contention",
         run: atomic_writes_under_contention,
+    },
+    Scenario {
+        name: "rwf_flags_with_data_and_room",
+        run: rwf_flags_with_data_and_room,
+    },
+    Scenario {
+        name: "rwf_flags_empty_and_full",
+        run: rwf_flags_empty_and_full,
+    },
+    Scenario {
+        name: "preadv2_pwritev2_at_an_offset",
+        run: preadv2_pwritev2_at_an_offset,
     },
 ];
