@@ -5,6 +5,10 @@
 //! it did, so the two traces are the same while both behave as documented.
 
 use super::*;
+use nix::{
+    sys::stat::{fstat, major},
+    time::{clock_gettime, ClockId},
+};
 
 /// Documented difference (DIFF.md, "a byte ring, not a ring of pages"): a FIFO's room is
 /// counted in pages, so 2049-byte writes take a page each and 16 fit; mini_pipe's is counted in
@@ -145,6 +149,112 @@ fn vectors_with_one_bad_segment(t: &mut Trace) -> TestResult {
     drain_documented(t, &r, b"12345678", b"12345678")
 }
 
+/// Picks the behaviour documented for the side the scenario runs on.
+fn per_side<T>(t: &Trace, fifo: T, mini: T) -> T {
+    match t.target {
+        Target::Fifo => fifo,
+        Target::Mini => mini,
+    }
+}
+
+/// Documented difference: a character device is not a FIFO. fstat's `st_mode` says `S_IFIFO`
+/// for the FIFO, and `S_IFCHR` for /dev/mini_pipe, whose `st_rdev` is on the misc major, 10.
+fn char_device_is_not_a_fifo(t: &mut Trace) -> TestResult {
+    let f = t.open(OFlag::O_RDWR)?;
+    let st = fstat(&f).map_err(|e| format!("fstat: {e}"))?;
+    let kind = st.st_mode & libc::S_IFMT;
+    let want = per_side(t, libc::S_IFIFO, libc::S_IFCHR);
+    ensure!(
+        kind == want,
+        "st_mode {:#o}: file type {kind:#o}, not the documented {want:#o}",
+        st.st_mode
+    );
+    if t.target == Target::Mini {
+        ensure!(
+            major(st.st_rdev) == 10,
+            "st_rdev {:#x}: not on the misc major",
+            st.st_rdev
+        );
+    }
+    t.note("fstat file type: as DIFF.md documents");
+    Ok(())
+}
+
+/// Documented difference: `F_GETPIPE_SZ` and `F_SETPIPE_SZ` work on the FIFO (65536 as sized,
+/// then 131072) and fail with EBADF on mini_pipe, since fcntl only knows real pipes
+/// (pipe_fcntl: `get_pipe_info` finds no pipe).
+fn pipe_size_fcntls_only_on_a_fifo(t: &mut Trace) -> TestResult {
+    let f = t.open(OFlag::O_RDWR)?;
+    let got = [
+        fcntl(&f, FcntlArg::F_GETPIPE_SZ),
+        fcntl(&f, FcntlArg::F_SETPIPE_SZ(131072)),
+        fcntl(&f, FcntlArg::F_GETPIPE_SZ),
+    ];
+    let want = per_side(
+        t,
+        [Ok(65536), Ok(131072), Ok(131072)],
+        [Err(Errno::EBADF); 3],
+    );
+    ensure!(
+        got == want,
+        "F_GETPIPE_SZ, F_SETPIPE_SZ(131072), F_GETPIPE_SZ: {got:?}, DIFF.md says {want:?}"
+    );
+    t.note("F_GETPIPE_SZ and F_SETPIPE_SZ: as DIFF.md documents");
+    Ok(())
+}
+
+/// An inode's times in nanoseconds: access, modification, change.
+fn times(f: &OwnedFd) -> Result<[i128; 3], String> {
+    let st = fstat(f).map_err(|e| format!("fstat: {e}"))?;
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    Ok([
+        ns(st.st_atime, st.st_atime_nsec),
+        ns(st.st_mtime, st.st_mtime_nsec),
+        ns(st.st_ctime, st.st_ctime_nsec),
+    ])
+}
+
+/// Waits until the kernel's coarse clock, from which it takes file times, is past all of
+/// `t`, so that a time set from now on differs from them.
+fn clock_past(t: [i128; 3]) -> TestResult {
+    let latest = t.into_iter().max().unwrap_or(0);
+    crate::util::wait_until("the coarse clock passes the file's times", WAIT, || {
+        clock_gettime(ClockId::CLOCK_REALTIME_COARSE).is_ok_and(|now| {
+            i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec()) > latest
+        })
+    })
+}
+
+/// Documented difference: a write updates the FIFO's modification time and a read its access
+/// time (fifo_pipe_write: `file_update_time`; fifo_pipe_read: `file_accessed`), while
+/// mini_pipe leaves the times of its device node alone. Each is checked with a clock that has
+/// moved past the times before the call.
+fn times_updated_only_on_a_fifo(t: &mut Trace) -> TestResult {
+    let (r, w) = t.pair()?;
+    let before = times(&r)?;
+    clock_past(before)?;
+    let _ = t.write(&w, b"x");
+    let written = times(&r)?;
+    clock_past(written)?;
+    t.read(&r, 1);
+    let read = times(&r)?;
+    let got = (
+        written[1] != before[1],
+        written[0] != before[0],
+        read[0] != written[0],
+        read[1] != written[1],
+    );
+    let want = per_side(t, (true, false, true, false), (false, false, false, false));
+    ensure!(
+        got == want,
+        "(write changed mtime, write changed atime, read changed atime, read changed mtime) = \
+         {got:?}, DIFF.md says {want:?} (times a, m, c: before {before:?}, after the write \
+         {written:?}, after the read {read:?})"
+    );
+    t.note("file times after a write and a read: as DIFF.md documents");
+    Ok(())
+}
+
 pub(super) const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "write_faulting_in_the_middle",
@@ -165,5 +275,17 @@ pub(super) const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "writer_wakes_on_bytes_vs_pages",
         run: writer_wakes_on_bytes_vs_pages,
+    },
+    Scenario {
+        name: "char_device_is_not_a_fifo",
+        run: char_device_is_not_a_fifo,
+    },
+    Scenario {
+        name: "pipe_size_fcntls_only_on_a_fifo",
+        run: pipe_size_fcntls_only_on_a_fifo,
+    },
+    Scenario {
+        name: "times_updated_only_on_a_fifo",
+        run: times_updated_only_on_a_fifo,
     },
 ];
