@@ -243,15 +243,15 @@ fn install(sig: i32, handler: libc::sighandler_t, flags: i32) -> TestResult {
     Ok(())
 }
 
-/// The signal the scenario asks `F_SETSIG` for, and the marker that flushes the queue.
+/// The signal the scenario asks `F_SETSIG` for; the one above it is `record_sigpoll`'s marker.
 fn sigpoll_signal() -> i32 {
     libc::SIGRTMIN() + 1
 }
 
-/// Records the signals that `what` queued, since the last call: sends the process a marker, a real-time signal
-/// numbered above `sigpoll_signal`, and waits for its handler. Real-time signals are delivered
-/// lowest number first and this process has a single thread, so by then every signal queued
-/// before the marker has been handled.
+/// Records the signals that `what` queued (those since the last call). It sends the process a
+/// marker, the real-time signal numbered just above `sigpoll_signal`, and waits for its handler:
+/// real-time signals are delivered lowest number first and this process has a single thread, so
+/// by then every signal queued before the marker has been handled.
 fn record_sigpoll(t: &mut Trace, what: &str, names: &[(i32, &str)]) -> TestResult {
     let before = SIGPOLL_RECORDED.load(Ordering::SeqCst);
     let marks = MARKERS.load(Ordering::SeqCst);
