@@ -17,8 +17,10 @@
 //! The crate is laid out as:
 //! - `ring`: the byte ring and its (at most two-segment) copies;
 //! - `pipe`: open, release, read and write: the semantics, all safe Rust;
-//! - `fops`: the misc device registration and its `file_operations` trampolines, the only
-//!   `unsafe` code.
+//! - `wait`: wait queues whose wakeups carry a poll key, and poll table registration;
+//! - `fops`: the misc device registration and its `file_operations` trampolines.
+//!
+//! `fops` and `wait` hold all the `unsafe` code.
 
 #[path = "src/fops.rs"]
 mod fops;
@@ -26,6 +28,8 @@ mod fops;
 mod pipe;
 #[path = "src/ring.rs"]
 mod ring;
+#[path = "src/wait.rs"]
+mod wait;
 
 use fops::PipeDevice;
 use kernel::prelude::*;

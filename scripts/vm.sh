@@ -117,7 +117,8 @@ touch "$run/output.log"
 set +e
 timeout -k 5 "$timeout" "${qemu[@]}" &
 qpid=$!
-tail -n +1 -f --pid=$qpid "$run/output.log" 2>/dev/null &
+# The serial port ends lines with CR LF: pass on plain lines.
+tail -n +1 -f --pid=$qpid "$run/output.log" 2>/dev/null | tr -d '\r' &
 tpid=$!
 wait $qpid
 qrc=$?

@@ -21,9 +21,12 @@
 //! points the file's `private_data` at the pipe. Nothing is allocated per open file: like a FIFO,
 //! the file's mode says whether it counts as a reader, a writer or both.
 
-use crate::pipe::{
-    OpenMode,
-    Pipe, //
+use crate::{
+    pipe::{
+        OpenMode,
+        Pipe, //
+    },
+    wait::PollTable,
 };
 use core::cell::UnsafeCell;
 use kernel::{
@@ -45,7 +48,6 @@ use kernel::{
     },
     prelude::*,
     seq_file::SeqFile,
-    sync::poll::PollTable,
     types::Opaque,
 };
 
@@ -58,9 +60,10 @@ const FMODE_WRITE: u32 = 1 << 1;
 /// (0x8 in include/uapi/linux/fs.h): io_uring and `preadv2(RWF_NOWAIT)` ask for no waiting.
 const IOCB_NOWAIT: i32 = 0x8;
 
-/// `EPOLLET` from include/uapi/linux/eventpoll.h (a `__force` cast hides it from bindgen): set
-/// in a poll table's key when the poller is an edge-triggered epoll.
-const EPOLLET: u32 = 1 << 31;
+/// `IOCB_NOSIGNAL` from include/linux/fs.h, defined there as `(__force int) RWF_NOSIGNAL`
+/// (0x100 in include/uapi/linux/fs.h): `pwritev2(RWF_NOSIGNAL)` asks for `EPIPE` without
+/// `SIGPIPE`.
+const IOCB_NOSIGNAL: i32 = 0x100;
 
 /// The misc major (include/uapi/linux/major.h).
 const MISC_MAJOR: u32 = 10;
@@ -175,6 +178,11 @@ static MINI_PIPE_FOPS: AssertSync<bindings::file_operations> =
         compat_ioctl: Some(mini_pipe_ioctl),
         fasync: Some(mini_pipe_fasync),
         show_fdinfo: Some(mini_pipe_show_fdinfo),
+        // splice and sendfile, both ways, through `read_iter` and `write_iter`: the generic
+        // helpers copy between the device and the other end's pages, so every rule of read and
+        // write (waiting, atomicity, EPIPE, end-of-file) holds for them too.
+        splice_read: Some(bindings::copy_splice_read),
+        splice_write: Some(bindings::iter_file_splice_write),
         // No `llseek`: `stream_open` in `open` makes lseek, pread and pwrite fail with ESPIPE.
         // No `mmap`: mmap fails with ENODEV, as on a FIFO.
         ..pin_init::zeroed()
@@ -326,8 +334,10 @@ unsafe extern "C" fn mini_pipe_write_iter(
     let src = unsafe { IovIterSource::from_raw(iter) };
     let mut sigpipe = false;
     let ret = pipe.write(src, nonblock, &mut sigpipe);
-    if sigpipe {
-        // As pipe_write: a write with no reader raises SIGPIPE in the writer.
+    // SAFETY: The caller guarantees the kiocb is valid for this call.
+    if sigpipe && unsafe { (*kiocb).ki_flags } & IOCB_NOSIGNAL == 0 {
+        // As anon_pipe_write: a write with no reader raises SIGPIPE in the writer, unless the
+        // write asked for none.
         // SAFETY: `current` is a valid task for the duration of this call.
         unsafe { bindings::send_sig(bindings::SIGPIPE as c_int, kernel::current!().as_ptr(), 0) };
     }
@@ -367,13 +377,11 @@ unsafe extern "C" fn mini_pipe_poll(
             (*file).__bindgen_anon_2.f_pipe,
         )
     };
-    // SAFETY: `wait` is NULL or valid for this call.
-    let edge_triggered = !wait.is_null() && unsafe { (*wait)._key } & EPOLLET != 0;
     // SAFETY: `wait` is NULL or valid for the duration of this call, which outlives `table`.
     let table = unsafe { PollTable::from_raw(wait) };
     // SAFETY: The file is valid for this call and there is no fdget_pos region on it here.
     let file = unsafe { File::from_raw_file(file) };
-    pipe.poll(file, &table, mode, f_pipe, edge_triggered)
+    pipe.poll(file, &table, mode, f_pipe)
 }
 
 /// # Safety

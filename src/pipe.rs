@@ -8,14 +8,28 @@
 //!
 //! Locking: one [`Mutex`] (fs/pipe.c's `pipe->mutex`) guards the ring and the counters. Copies to
 //! and from user memory happen under it, as in fs/pipe.c: that is what makes a write of at most
-//! `PIPE_BUF` bytes atomic. Unlike fs/pipe.c, the wakeup that moves data along (a writer waking a
-//! reader, a reader waking a writer) is issued before the copy, with the mutex held: the woken
-//! task spins on the mutex while the copy runs, instead of being woken once it is over (DIFF.md,
-//! "Locking"). The other wakeups are issued after the mutex is dropped.
+//! `PIPE_BUF` bytes atomic. poll, `FIONREAD` and fdinfo never take it: they read [`Unlocked`],
+//! a copy of what they need that is updated with the mutex held, so a copy stalled in a page
+//! fault holds up only the readers and writers that need the ring.
+//!
+//! Wakeups carry poll keys, as in fs/pipe.c (`EPOLLIN | EPOLLRDNORM` on `rd_wait` for data,
+//! `EPOLLOUT | EPOLLWRNORM` on `wr_wait` for room), so a poller waiting for one never takes a
+//! wakeup meant for a task waiting for the other ([`crate::wait`]). Unlike fs/pipe.c, while
+//! nobody polls a queue, the wakeup that moves data along (a writer waking a reader, a reader
+//! waking a writer) is issued before the copy, with the mutex held: the woken task spins on the
+//! mutex while the copy runs, instead of being woken once it is over (DIFF.md, "Locking"). Once
+//! somebody polls, it is issued after the copy, as in fs/pipe.c, because a poller reads the
+//! state without the mutex and must not be woken before the state has changed.
 
 use crate::{
     fops::FasyncList,
-    ring::Ring, //
+    ring::Ring,
+    wait::{
+        new_wait_queue,
+        PollTable,
+        Sleep,
+        WaitQueue, //
+    },
 };
 use kernel::{
     bindings,
@@ -24,16 +38,21 @@ use kernel::{
         IovIterDest,
         IovIterSource, //
     },
-    new_mutex, new_poll_condvar,
+    new_mutex,
     prelude::*,
     seq_file::SeqFile,
     seq_print,
     sync::{
-        poll::{
-            PollCondVar,
-            PollTable, //
+        atomic::{
+            Atomic,
+            Relaxed, //
         },
-        Mutex, //
+        barrier::{
+            smp_mb,
+            Full, //
+        },
+        Mutex,
+        MutexGuard, //
     },
     uaccess::{
         UserPtr,
@@ -44,9 +63,12 @@ use kernel::{
 /// `PIPE_BUF`: writes of at most this many bytes are atomic (POSIX; `include/uapi/linux/limits.h`).
 pub(crate) const PIPE_BUF: usize = bindings::PIPE_BUF as usize;
 
-/// The poll bits a reader and a writer report (the `EPOLL*` values are the same).
+/// The poll bits a reader and a writer report, and the keys of the wakeups on `rd_wait` and
+/// `wr_wait` (the `EPOLL*` values are the same).
 const POLLIN: u32 = bindings::POLLIN | bindings::POLLRDNORM;
 const POLLOUT: u32 = bindings::POLLOUT | bindings::POLLWRNORM;
+/// A wakeup with no key: every waiter and every poller (fs/pipe.c's `wake_up_interruptible_all`).
+const ANY: u32 = 0;
 /// The `si_code`s `kill_fasync` puts in the `SIGIO` it sends.
 const POLL_IN: i32 = bindings::POLL_IN as i32;
 const POLL_OUT: i32 = bindings::POLL_OUT as i32;
@@ -67,14 +89,36 @@ fn writable(room: usize, atomic_max: usize) -> bool {
     room >= atomic_max
 }
 
-/// Whether a read about to take data from a ring with `room` bytes of room must wake a writer
-/// (fs/pipe.c's `was_full`). Only a ring that is not `writable` can have writers asleep (each
-/// waits for at most `atomic_max` bytes of room) or pollers waiting for writability. One writer
-/// is woken (and every poller); a woken writer that finds room passes the wakeup on when it is
-/// done, one that does not waits for the next read, which will come, since the ring is not
-/// empty.
-fn read_wakes_writers(room: usize, atomic_max: usize) -> bool {
-    !writable(room, atomic_max)
+/// Which of the writers asleep on `wr_wait` a wakeup must reach.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Wake {
+    Nobody,
+    /// One writer (and every poller): each sleeping writer could use the room, and the one
+    /// woken passes the wakeup on when it is done and room is left (fs/pipe.c's
+    /// `wake_next_writer`).
+    One,
+    /// Every writer: only some could use the room, so each must look.
+    All,
+}
+
+/// Which writers to wake when the room grows from `before` to `after` bytes, with `min_need`
+/// a lower bound on the room any sleeping writer waits for.
+///
+/// In fs/pipe.c every writer waits for the same thing, a free slot. Here a writer waits for the
+/// room its write needs (`write_needs`): 1 byte, or all of an atomic write, at most
+/// `atomic_max`. Once the room reaches `atomic_max` every writer fits, and one wakeup passed from
+/// writer to writer serves them all (and the room became writable for pollers). Below that, a
+/// writer woken for room it cannot use would keep the wakeup from a writer that could: so when
+/// the room reaches the smallest need among the sleepers, all are woken and each looks. A woken writer that finds too little room, or one that is done, applies the same rule
+/// to the room it leaves (`before` = 0), so a wakeup is never held by a writer that cannot use it.
+fn writers_to_wake(before: usize, after: usize, atomic_max: usize, min_need: usize) -> Wake {
+    if before < atomic_max && after >= atomic_max {
+        Wake::One
+    } else if before < min_need && after >= min_need {
+        Wake::All
+    } else {
+        Wake::Nobody
+    }
 }
 
 /// Whether a write about to copy into the ring must wake a reader: when the ring is empty, so
@@ -107,10 +151,21 @@ struct PipeInner {
     r_counter: u32,
     /// Writers ever opened (fs/pipe.c: `pipe->w_counter`).
     w_counter: u32,
-    /// An `EPOLLET` reader has polled: from then on every write wakes readers, not only a
-    /// write into an empty ring, because edge-triggered epoll users have always relied on
-    /// getting an event per write (fs/pipe.c: `pipe->pseudo_edgetrigger`).
-    pseudo_edgetrigger: bool,
+    /// At most the room each writer asleep on `wr_wait` waits for (`usize::MAX`: none asleep
+    /// since the last wake-all). A writer lowers it before it sleeps; waking all writers resets
+    /// it, and those that still find too little room lower it again (`writers_to_wake`).
+    min_need: usize,
+}
+
+/// What poll, `FIONREAD` and fdinfo read without the mutex, as `pipe_poll` reads `head_tail`,
+/// `readers`, `writers` and `w_counter` with `READ_ONCE`.
+///
+/// Written only with the mutex held, by [`Pipe::publish`], from the [`PipeInner`] it guards.
+struct Unlocked {
+    queued: Atomic<usize>,
+    readers: Atomic<u32>,
+    writers: Atomic<u32>,
+    w_counter: Atomic<u32>,
 }
 
 /// The one pipe behind `/dev/mini_pipe`, shared by every open file.
@@ -121,17 +176,29 @@ pub(crate) struct Pipe {
     /// Readers wait here for data, and opens wait here for a partner (as in fs/pipe.c);
     /// poll and epoll wait here for readability.
     #[pin]
-    rd_wait: PollCondVar,
+    rd_wait: WaitQueue,
     /// Writers wait here for room; poll and epoll for writability.
     #[pin]
-    wr_wait: PollCondVar,
+    wr_wait: WaitQueue,
     /// Files of readers that asked for `SIGIO` (`O_ASYNC`).
     fasync_readers: FasyncList,
     /// Files of writers that asked for `SIGIO`.
     fasync_writers: FasyncList,
+    /// The ring's size in bytes.
+    capacity: usize,
     /// Writes of at most this many bytes are atomic: `PIPE_BUF`, or the capacity if smaller.
     /// It is also the room poll waits for before it reports a writer may write.
     atomic_max: usize,
+    unlocked: Unlocked,
+    /// An `EPOLLET` reader has polled: from then on every write wakes readers, not only a
+    /// write into an empty ring, because edge-triggered epoll users have always relied on
+    /// getting an event per write (fs/pipe.c: `pipe->pseudo_edgetrigger`).
+    pseudo_edgetrigger: Atomic<bool>,
+    /// A poller has registered on `rd_wait` (`wr_wait`): from then on the wakeups on that queue
+    /// come after the copy, once the state a poller reads has changed. Like
+    /// `pseudo_edgetrigger`, it lasts until the last file is closed.
+    rd_polled: Atomic<bool>,
+    wr_polled: Atomic<bool>,
 }
 
 impl Pipe {
@@ -144,14 +211,47 @@ impl Pipe {
                 writers: 0,
                 r_counter: 0,
                 w_counter: 0,
-                pseudo_edgetrigger: false,
+                min_need: usize::MAX,
             }),
-            rd_wait <- new_poll_condvar!("mini_pipe::rd_wait"),
-            wr_wait <- new_poll_condvar!("mini_pipe::wr_wait"),
+            rd_wait <- new_wait_queue!("mini_pipe::rd_wait"),
+            wr_wait <- new_wait_queue!("mini_pipe::wr_wait"),
             fasync_readers: FasyncList::new(),
             fasync_writers: FasyncList::new(),
+            // Before `capacity`: the initialiser shadows each field's name once it is set.
             atomic_max: PIPE_BUF.min(capacity),
+            capacity,
+            unlocked: Unlocked {
+                queued: Atomic::new(0),
+                readers: Atomic::new(0),
+                writers: Atomic::new(0),
+                w_counter: Atomic::new(0),
+            },
+            pseudo_edgetrigger: Atomic::new(false),
+            rd_polled: Atomic::new(false),
+            wr_polled: Atomic::new(false),
         })
+    }
+
+    /// Copies what poll, `FIONREAD` and fdinfo read into [`Unlocked`]. Called with the mutex
+    /// held (`inner` is its guard's data) after every change to it they could see.
+    fn publish(&self, inner: &PipeInner) {
+        let u = &self.unlocked;
+        u.queued.store(inner.ring.len(), Relaxed);
+        u.readers.store(inner.readers, Relaxed);
+        u.writers.store(inner.writers, Relaxed);
+        u.w_counter.store(inner.w_counter, Relaxed);
+    }
+
+    /// Whether a poller has registered on the queue `polled` stands for, ordered after the
+    /// `publish` that precedes it.
+    ///
+    /// This pairs with the barrier in [`Pipe::poll`]: either the poller, having set the flag and
+    /// registered, then reads the published state, or this sees the flag and wakes the queue
+    /// after the copy. Both cannot miss each other (a store-buffering pattern, with a full
+    /// barrier on each side).
+    fn polled_since_publish(&self, polled: &Atomic<bool>) -> bool {
+        smp_mb(Full);
+        polled.load(Relaxed)
     }
 
     /// Registers a new open file and waits for its partner, as `fifo_open` does.
@@ -170,6 +270,7 @@ impl Pipe {
             (true, false) => {
                 inner.r_counter = inner.r_counter.wrapping_add(1);
                 inner.readers += 1;
+                self.publish(&inner);
                 if inner.readers == 1 {
                     self.wake_up_partner();
                 }
@@ -177,10 +278,13 @@ impl Pipe {
                     f_pipe = u64::from(inner.w_counter);
                 } else if inner.writers == 0 {
                     let seen = inner.w_counter;
-                    if !self.wait_for_partner(&mut inner, |i| i.w_counter != seen) {
+                    let arrived;
+                    (inner, arrived) = self.wait_for_partner(inner, |i| i.w_counter != seen);
+                    if !arrived {
                         inner.readers -= 1;
+                        self.publish(&inner);
                         if inner.readers == 0 {
-                            self.wr_wait.notify_all();
+                            self.wr_wait.wake_one(ANY);
                         }
                         return Err(ERESTARTSYS);
                     }
@@ -192,15 +296,19 @@ impl Pipe {
                 }
                 inner.w_counter = inner.w_counter.wrapping_add(1);
                 inner.writers += 1;
+                self.publish(&inner);
                 if inner.writers == 1 {
                     self.wake_up_partner();
                 }
                 if inner.readers == 0 {
                     let seen = inner.r_counter;
-                    if !self.wait_for_partner(&mut inner, |i| i.r_counter != seen) {
+                    let arrived;
+                    (inner, arrived) = self.wait_for_partner(inner, |i| i.r_counter != seen);
+                    if !arrived {
                         inner.writers -= 1;
+                        self.publish(&inner);
                         if inner.writers == 0 {
-                            self.rd_wait.notify_all();
+                            self.rd_wait.wake_all(ANY);
                         }
                         return Err(ERESTARTSYS);
                     }
@@ -211,6 +319,7 @@ impl Pipe {
                 inner.w_counter = inner.w_counter.wrapping_add(1);
                 inner.readers += 1;
                 inner.writers += 1;
+                self.publish(&inner);
                 if inner.readers == 1 || inner.writers == 1 {
                     self.wake_up_partner();
                 }
@@ -223,21 +332,26 @@ impl Pipe {
 
     /// Wakes everybody waiting in open for a partner (fs/pipe.c: `wake_up_partner`).
     fn wake_up_partner(&self) {
-        self.rd_wait.notify_all();
+        self.rd_wait.wake_all(ANY);
     }
 
-    /// Waits on `rd_wait` until `arrived` holds. Returns false if a signal ended the wait.
-    fn wait_for_partner(
+    /// Waits on `rd_wait` until `arrived` holds. Returns the guard, and false if a signal ended
+    /// the wait first. Like fs/pipe.c's `wait_for_partner`, the wait is not exclusive: every
+    /// opener waiting for a partner wakes when one comes.
+    fn wait_for_partner<'a>(
         &self,
-        inner: &mut kernel::sync::MutexGuard<'_, PipeInner>,
+        mut inner: MutexGuard<'a, PipeInner>,
         arrived: impl Fn(&PipeInner) -> bool,
-    ) -> bool {
-        while !arrived(inner) {
-            if self.rd_wait.wait_interruptible(inner) {
-                return arrived(inner);
+    ) -> (MutexGuard<'a, PipeInner>, bool) {
+        while !arrived(&inner) {
+            let signal;
+            (inner, signal) = self.rd_wait.wait(inner, Sleep::Shared);
+            if signal {
+                let arrived = arrived(&inner);
+                return (inner, arrived);
             }
         }
-        true
+        (inner, true)
     }
 
     /// Unregisters a closing file (fs/pipe.c: `pipe_release`).
@@ -255,60 +369,74 @@ impl Pipe {
         }
         let (no_readers, no_writers) = (inner.readers == 0, inner.writers == 0);
         if no_readers && no_writers {
+            // Nobody is left to poll or wait: the pipe starts afresh.
             inner.ring.clear();
-            inner.pseudo_edgetrigger = false;
+            inner.min_need = usize::MAX;
+            self.pseudo_edgetrigger.store(false, Relaxed);
+            self.rd_polled.store(false, Relaxed);
+            self.wr_polled.store(false, Relaxed);
         }
+        self.publish(&inner);
         drop(inner);
         if no_readers != no_writers {
-            self.rd_wait.notify_all();
-            self.wr_wait.notify_all();
+            self.rd_wait.wake_all(ANY);
+            self.wr_wait.wake_all(ANY);
             self.fasync_readers.kill(POLL_IN);
             self.fasync_writers.kill(POLL_OUT);
         }
     }
 
     /// Reports what `file` (opened as `mode`) could do now, and registers `table` on the wait
-    /// queues whose wakeups change that (fs/pipe.c: `pipe_poll`).
+    /// queues whose wakeups change that (fs/pipe.c: `pipe_poll`). Never takes the mutex.
     ///
     /// A reader: `POLLIN` with data queued, `POLLHUP` once no writer is left (but, for a reader
     /// opened non-blocking before any writer, not until one has come: `f_pipe`). A writer:
     /// `POLLOUT` when an atomic write fits, that is `PIPE_BUF` bytes of room (or the whole ring
     /// if smaller), the byte-ring form of pipe.c's "a free slot"; `POLLERR` once no reader is
-    /// left. `edge_triggered` says the caller is an `EPOLLET` epoll.
+    /// left.
     pub(crate) fn poll(
         &self,
         file: &File,
         table: &PollTable<'_>,
         mode: OpenMode,
         f_pipe: u64,
-        edge_triggered: bool,
     ) -> u32 {
-        // Register first, then look: a change after the look wakes the table.
+        if mode.read && table.edge_triggered() && !self.pseudo_edgetrigger.load(Relaxed) {
+            self.pseudo_edgetrigger.store(true, Relaxed);
+        }
+        // Register first, then look: a change after the look wakes the table. The flags make
+        // the wakeups on a polled queue come after the change (`polled_since_publish`).
+        if table.waits() {
+            if mode.read && !self.rd_polled.load(Relaxed) {
+                self.rd_polled.store(true, Relaxed);
+            }
+            if mode.write && !self.wr_polled.load(Relaxed) {
+                self.wr_polled.store(true, Relaxed);
+            }
+        }
         if mode.read {
-            table.register_wait(file, &self.rd_wait);
+            table.register(file, &self.rd_wait);
         }
         if mode.write {
-            table.register_wait(file, &self.wr_wait);
+            table.register(file, &self.wr_wait);
         }
-        let mut inner = self.inner.lock();
-        if mode.read && edge_triggered {
-            inner.pseudo_edgetrigger = true;
-        }
+        smp_mb(Full);
+        let u = &self.unlocked;
         let mut mask = 0;
         if mode.read {
-            if !inner.ring.is_empty() {
+            if u.queued.load(Relaxed) > 0 {
                 mask |= POLLIN;
             }
-            if inner.writers == 0 && f_pipe != u64::from(inner.w_counter) {
+            if u.writers.load(Relaxed) == 0 && f_pipe != u64::from(u.w_counter.load(Relaxed)) {
                 mask |= bindings::POLLHUP;
             }
         }
         if mode.write {
-            if writable(inner.ring.room(), self.atomic_max) {
+            if writable(self.capacity - u.queued.load(Relaxed), self.atomic_max) {
                 mask |= POLLOUT;
             }
             // Linux reports POLLERR for a FIFO with no reader, as for a pipe.
-            if inner.readers == 0 {
+            if u.readers.load(Relaxed) == 0 {
                 mask |= bindings::POLLERR;
             }
         }
@@ -339,6 +467,28 @@ impl Pipe {
         Ok(())
     }
 
+    /// Decides which writers a room change from `before` to `after` must wake. Deciding to
+    /// wake them all resets `min_need`: each woken writer that still finds too little room
+    /// lowers it again before it sleeps.
+    fn writers_to_wake(&self, inner: &mut PipeInner, before: usize, after: usize) -> Wake {
+        let wake = writers_to_wake(before, after, self.atomic_max, inner.min_need);
+        if wake == Wake::All {
+            inner.min_need = usize::MAX;
+        }
+        wake
+    }
+
+    /// Wakes the writers `wake` says, with the key for room. `sync` hints that the caller is
+    /// about to return or sleep, and not holding the mutex.
+    fn wake_writers(&self, wake: Wake, sync: bool) {
+        match wake {
+            Wake::Nobody => {}
+            Wake::One if sync => self.wr_wait.wake_one_sync(POLLOUT),
+            Wake::One => self.wr_wait.wake_one(POLLOUT),
+            Wake::All => self.wr_wait.wake_all(POLLOUT),
+        }
+    }
+
     /// Reads into `dst` (fs/pipe.c: `pipe_read`).
     ///
     /// Waits while the ring is empty and a writer exists, then returns what is queued up to
@@ -353,18 +503,29 @@ impl Pipe {
         // Set once this reader has slept: it was woken exclusively, so if data is left after
         // it has taken its share, it passes the wakeup on (fs/pipe.c: `wake_next_reader`).
         let mut woken = false;
+        // The writers to wake once the mutex is dropped (fs/pipe.c: `wake_writer`).
+        let mut wake_writers = Wake::Nobody;
         let result = loop {
             if !inner.ring.is_empty() {
-                // The writer is woken before the copy, with the mutex held, where pipe.c wakes
-                // it after unlocking: it spends its wake-up on the mutex instead of in its wait
-                // queue, spins there while this copy runs, and finds the room when it gets the
-                // mutex. The two sides overlap instead of sleeping by turns (logs/bench/NOTES.md
-                // has what that changed). A faulting copy frees no room; the woken writer then
-                // finds too little and waits again.
-                if read_wakes_writers(inner.ring.room(), self.atomic_max) {
-                    self.wr_wait.notify_one();
+                let before = inner.ring.room();
+                // While nobody polls for room, writers are woken before the copy, with the
+                // mutex held, where pipe.c wakes them after unlocking: a woken writer spends its
+                // wake-up on the mutex instead of in its wait queue, spins there while this copy
+                // runs, and finds the room when it gets the mutex. The two sides overlap instead
+                // of sleeping by turns (logs/bench/NOTES.md has what that changed). A faulting
+                // copy frees less room than foreseen; a woken writer that then finds too little
+                // passes the wakeup on or waits again (`write`).
+                if !self.wr_polled.load(Relaxed) {
+                    let after = before + want.min(inner.ring.len());
+                    let wake = self.writers_to_wake(&mut inner, before, after);
+                    self.wake_writers(wake, false);
                 }
                 let copied = inner.ring.read_into(dst, want);
+                self.publish(&inner);
+                if self.polled_since_publish(&self.wr_polled) {
+                    let after = inner.ring.room();
+                    wake_writers = self.writers_to_wake(&mut inner, before, after);
+                }
                 break if copied == 0 { Err(EFAULT) } else { Ok(copied) };
             }
             if inner.writers == 0 {
@@ -373,14 +534,16 @@ impl Pipe {
             if nonblock {
                 break Err(EAGAIN);
             }
-            if self.rd_wait.wait_interruptible(&mut inner) {
+            let signal;
+            (inner, signal) = self.rd_wait.wait(inner, Sleep::Exclusive);
+            if signal {
                 // A signal ended the wait. If a writer's wakeup had picked this reader, it
                 // must not be lost: pass it on while there is data (pipe.c gets the same from
                 // prepare_to_wait_event, which lets a woken exclusive waiter go on).
                 let pass_on = !inner.ring.is_empty();
                 drop(inner);
                 if pass_on {
-                    self.rd_wait.notify_sync();
+                    self.rd_wait.wake_one_sync(POLLIN);
                 }
                 return Err(ERESTARTSYS);
             }
@@ -388,8 +551,9 @@ impl Pipe {
         };
         let wake_next_reader = woken && !inner.ring.is_empty();
         drop(inner);
+        self.wake_writers(wake_writers, true);
         if wake_next_reader {
-            self.rd_wait.notify_sync();
+            self.rd_wait.wake_one_sync(POLLIN);
         }
         self.fasync_writers.kill(POLL_OUT);
         result
@@ -401,7 +565,8 @@ impl Pipe {
     /// not at all; a larger one takes whatever room there is and waits for more. A blocking
     /// write returns once everything is queued, or early with the count so far when a signal
     /// arrives or the last reader leaves (the error when nothing moved). No reader: `EPIPE`,
-    /// and the caller sends `SIGPIPE` (`sigpipe` is set to true).
+    /// and `sigpipe` is set to true for the caller, which sends `SIGPIPE` unless the write
+    /// asked for none (`RWF_NOSIGNAL`).
     pub(crate) fn write(
         &self,
         src: &mut IovIterSource<'_>,
@@ -415,12 +580,12 @@ impl Pipe {
         let need = write_needs(total, self.atomic_max);
         let mut written = 0;
         let mut inner = self.inner.lock();
-        // Readers may be asleep: the ring was empty when this writer took the mutex.
-        let mut was_empty = inner.ring.is_empty();
         // Set once this writer has slept: it was woken exclusively (or by a signal, which may
-        // have taken a wakeup meant for it), so if room is left when it is done, it passes the
-        // wakeup on to the next writer (fs/pipe.c: `wake_next_writer`).
+        // have taken a wakeup meant for it), so it passes the wakeup on when it leaves room that
+        // another writer could use (fs/pipe.c: `wake_next_writer`).
         let mut woken = false;
+        // Readers to wake once the bytes are in and the mutex dropped, because somebody polls.
+        let mut wake_readers = false;
         let result = loop {
             if inner.readers == 0 {
                 *sigpipe = true;
@@ -433,13 +598,19 @@ impl Pipe {
             let room = inner.ring.room();
             if room >= need {
                 let want = total - written;
-                // As in `read`, the reader is woken before the copy: it spins on the mutex
-                // while the bytes go in, and takes them as soon as this writer lets go.
-                if write_wakes_readers(was_empty, inner.pseudo_edgetrigger) {
-                    self.rd_wait.notify_one();
+                let wake = write_wakes_readers(
+                    inner.ring.is_empty(),
+                    self.pseudo_edgetrigger.load(Relaxed),
+                );
+                // As in `read`, while nobody polls for data the reader is woken before the
+                // copy: it spins on the mutex while the bytes go in, and takes them as soon as
+                // this writer lets go.
+                if wake && !self.rd_polled.load(Relaxed) {
+                    self.rd_wait.wake_one(POLLIN);
                 }
                 let copied = inner.ring.write_from(src, want);
-                was_empty = inner.ring.is_empty();
+                self.publish(&inner);
+                wake_readers |= wake && self.polled_since_publish(&self.rd_polled);
                 written += copied;
                 if copied < want.min(room) {
                     // `src` faulted: keep what arrived, report it (or the fault).
@@ -461,49 +632,66 @@ impl Pipe {
                     Ok(written)
                 };
             }
-            // About to sleep for room. The readers were woken before the bytes went in; the
-            // `SIGIO` users among them hear of it now, not once the write is done, which may be
-            // never if they are the ones to make room (pipe.c signals before its wait, too).
+            // About to sleep for room. Readers that poll hear of the bytes now, not once the
+            // write is done, which may be never if they are the ones to make room; so do the
+            // `SIGIO` users among them (pipe.c wakes and signals before its wait, too).
+            if core::mem::take(&mut wake_readers) {
+                self.rd_wait.wake_one_sync(POLLIN);
+            }
             self.fasync_readers.kill(POLL_IN);
-            let interrupted = self.wr_wait.wait_interruptible(&mut inner);
+            // A woken writer that cannot use the room it found must not keep the wakeup from
+            // one that could.
+            if woken {
+                let wake = self.writers_to_wake(&mut inner, 0, room);
+                self.wake_writers(wake, false);
+            }
+            inner.min_need = inner.min_need.min(need);
+            let signal;
+            (inner, signal) = self.wr_wait.wait(inner, Sleep::Exclusive);
             woken = true;
-            if interrupted {
+            if signal {
                 break if written == 0 {
                     Err(ERESTARTSYS)
                 } else {
                     Ok(written)
                 };
             }
-            was_empty = inner.ring.is_empty();
         };
-        let wake_next_writer = woken && inner.ring.room() > 0;
+        let wake_next_writer = if woken {
+            let room = inner.ring.room();
+            self.writers_to_wake(&mut inner, 0, room)
+        } else {
+            Wake::Nobody
+        };
         drop(inner);
-        self.fasync_readers.kill(POLL_IN);
-        if wake_next_writer {
-            self.wr_wait.notify_sync();
+        if wake_readers {
+            self.rd_wait.wake_one_sync(POLLIN);
         }
+        self.fasync_readers.kill(POLL_IN);
+        self.wake_writers(wake_next_writer, true);
         result
     }
 
-    /// Shows the pipe's state in /proc/PID/fdinfo/FD, after the VFS's own lines.
+    /// Shows the pipe's state in /proc/PID/fdinfo/FD, after the VFS's own lines. Never takes
+    /// the mutex.
     pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
-        let inner = self.inner.lock();
+        let u = &self.unlocked;
         seq_print!(
             m,
             "capacity:\t{}\nqueued:\t{}\nreaders:\t{}\nwriters:\t{}\n",
-            inner.ring.capacity(),
-            inner.ring.len(),
-            inner.readers,
-            inner.writers
+            self.capacity,
+            u.queued.load(Relaxed),
+            u.readers.load(Relaxed),
+            u.writers.load(Relaxed)
         );
     }
 
-    /// Handles an ioctl: `FIONREAD` stores the number of queued bytes as an `int` at `arg`;
-    /// anything else is `ENOTTY`, as for a FIFO.
+    /// Handles an ioctl: `FIONREAD` stores the number of queued bytes as an `int` at `arg`,
+    /// without taking the mutex; anything else is `ENOTTY`, as for a FIFO.
     pub(crate) fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             kernel::bindings::FIONREAD => {
-                let queued = self.inner.lock().ring.len();
+                let queued = self.unlocked.queued.load(Relaxed);
                 // The capacity limit keeps this far below `i32::MAX`.
                 let queued = i32::try_from(queued).map_err(|_| EOVERFLOW)?;
                 let mut user = UserSlice::new(UserPtr::from_addr(arg), size_of::<i32>()).writer();
@@ -538,13 +726,25 @@ mod tests {
     }
 
     #[test]
-    fn reads_wake_writers_only_when_room_was_short() {
-        assert!(read_wakes_writers(0, PIPE_BUF));
-        assert!(read_wakes_writers(PIPE_BUF - 1, PIPE_BUF));
-        assert!(!read_wakes_writers(PIPE_BUF, PIPE_BUF));
+    fn writers_woken_when_room_reaches_a_need() {
+        const NONE: usize = usize::MAX;
+        // Room becomes writable: one writer, passed on from writer to writer.
+        assert_eq!(writers_to_wake(0, PIPE_BUF, PIPE_BUF, NONE), Wake::One);
+        assert_eq!(writers_to_wake(10, 70000, PIPE_BUF, 1), Wake::One);
+        // Already writable before: nobody sleeps for room.
+        assert_eq!(writers_to_wake(PIPE_BUF, 70000, PIPE_BUF, 1), Wake::Nobody);
+        // A 1-byte writer sleeps beside an atomic 4096-byte one: one byte of room wakes all.
+        assert_eq!(writers_to_wake(0, 1, PIPE_BUF, 1), Wake::All);
+        // Only atomic 4096-byte writers sleep: 4000 bytes wake nobody.
+        assert_eq!(writers_to_wake(0, 4000, PIPE_BUF, PIPE_BUF), Wake::Nobody);
+        // The room was already enough for the smallest need: its wakeup went out then.
+        assert_eq!(writers_to_wake(100, 200, PIPE_BUF, 50), Wake::Nobody);
+        // A woken writer leaving room (before = 0): passes on to whoever could use it.
+        assert_eq!(writers_to_wake(0, 0, PIPE_BUF, 1), Wake::Nobody);
+        assert_eq!(writers_to_wake(0, 100, PIPE_BUF, 100), Wake::All);
+        assert_eq!(writers_to_wake(0, 99, PIPE_BUF, 100), Wake::Nobody);
         // A 1-byte ring: full or writable.
-        assert!(read_wakes_writers(0, 1));
-        assert!(!read_wakes_writers(1, 1));
+        assert_eq!(writers_to_wake(0, 1, 1, 1), Wake::One);
     }
 
     #[test]

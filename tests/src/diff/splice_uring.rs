@@ -13,7 +13,7 @@ use nix::{
     sys::sendfile::sendfile,
     unistd::pipe,
 };
-use std::time::Instant;
+use std::{io::IoSlice, time::Instant};
 
 /// How long a call that should not wait is given before it is recorded as `stuck`.
 pub(super) const PROMPT: Duration = Duration::from_secs(10);

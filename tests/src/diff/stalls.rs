@@ -7,10 +7,12 @@
 
 use super::splice_uring::{at_once, dup, PROMPT};
 use super::*;
-use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::sys::{
+    epoll::{EpollCreateFlags, EpollFlags},
+    mman::{mmap_anonymous, munmap, MapFlags, ProtFlags},
+};
 use userfaultfd::{Event, Uffd, UffdBuilder};
 
-const PAGE: usize = 4096;
 /// How long a writer that must stay blocked is watched to see that it does.
 const SETTLE: Duration = Duration::from_millis(500);
 
