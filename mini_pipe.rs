@@ -20,10 +20,15 @@
 //! - `wait`: wait queues whose wakeups carry a poll key, and poll table registration;
 //! - `fops`: the misc device registration and its `file_operations` trampolines.
 //!
-//! `fops` and `wait` hold all the `unsafe` code.
+//! - `kvec`: `iov_iter`s over kernel buffers, for the KUnit tests (with `CONFIG_KUNIT` only).
+//!
+//! `fops`, `wait` and `kvec` hold all the `unsafe` code.
 
 #[path = "src/fops.rs"]
 mod fops;
+#[cfg(CONFIG_KUNIT = "y")]
+#[path = "src/kvec.rs"]
+mod kvec;
 #[path = "src/pipe.rs"]
 mod pipe;
 #[path = "src/ring.rs"]

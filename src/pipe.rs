@@ -157,6 +157,24 @@ struct PipeInner {
     min_need: usize,
 }
 
+impl PipeInner {
+    /// Notes that a writer needing `need` bytes of room is about to sleep for it.
+    fn writer_sleeps(&mut self, need: usize) {
+        self.min_need = self.min_need.min(need);
+    }
+
+    /// Decides which writers a room change from `before` to `after` bytes must wake (see
+    /// `writers_to_wake`). Deciding to wake them all resets `min_need`: each woken writer that
+    /// still finds too little room lowers it again before it sleeps.
+    fn writers_to_wake(&mut self, before: usize, after: usize, atomic_max: usize) -> Wake {
+        let wake = writers_to_wake(before, after, atomic_max, self.min_need);
+        if wake == Wake::All {
+            self.min_need = usize::MAX;
+        }
+        wake
+    }
+}
+
 /// What poll, `FIONREAD` and fdinfo read without the mutex, as `pipe_poll` reads `head_tail`,
 /// `readers`, `writers` and `w_counter` with `READ_ONCE`.
 ///
@@ -467,17 +485,6 @@ impl Pipe {
         Ok(())
     }
 
-    /// Decides which writers a room change from `before` to `after` must wake. Deciding to
-    /// wake them all resets `min_need`: each woken writer that still finds too little room
-    /// lowers it again before it sleeps.
-    fn writers_to_wake(&self, inner: &mut PipeInner, before: usize, after: usize) -> Wake {
-        let wake = writers_to_wake(before, after, self.atomic_max, inner.min_need);
-        if wake == Wake::All {
-            inner.min_need = usize::MAX;
-        }
-        wake
-    }
-
     /// Wakes the writers `wake` says, with the key for room. `sync` hints that the caller is
     /// about to return or sleep, and not holding the mutex.
     fn wake_writers(&self, wake: Wake, sync: bool) {
@@ -517,14 +524,14 @@ impl Pipe {
                 // passes the wakeup on or waits again (`write`).
                 if !self.wr_polled.load(Relaxed) {
                     let after = before + want.min(inner.ring.len());
-                    let wake = self.writers_to_wake(&mut inner, before, after);
+                    let wake = inner.writers_to_wake(before, after, self.atomic_max);
                     self.wake_writers(wake, false);
                 }
                 let copied = inner.ring.read_into(dst, want);
                 self.publish(&inner);
                 if self.polled_since_publish(&self.wr_polled) {
                     let after = inner.ring.room();
-                    wake_writers = self.writers_to_wake(&mut inner, before, after);
+                    wake_writers = inner.writers_to_wake(before, after, self.atomic_max);
                 }
                 break if copied == 0 { Err(EFAULT) } else { Ok(copied) };
             }
@@ -642,10 +649,10 @@ impl Pipe {
             // A woken writer that cannot use the room it found must not keep the wakeup from
             // one that could.
             if woken {
-                let wake = self.writers_to_wake(&mut inner, 0, room);
+                let wake = inner.writers_to_wake(0, room, self.atomic_max);
                 self.wake_writers(wake, false);
             }
-            inner.min_need = inner.min_need.min(need);
+            inner.writer_sleeps(need);
             let signal;
             (inner, signal) = self.wr_wait.wait(inner, Sleep::Exclusive);
             woken = true;
@@ -659,7 +666,7 @@ impl Pipe {
         };
         let wake_next_writer = if woken {
             let room = inner.ring.room();
-            self.writers_to_wake(&mut inner, 0, room)
+            inner.writers_to_wake(0, room, self.atomic_max)
         } else {
             Wake::Nobody
         };
@@ -706,6 +713,10 @@ impl Pipe {
 #[kunit_tests(mini_pipe_wakeups)]
 mod tests {
     use super::*;
+    use crate::kvec::{
+        with_dest,
+        with_source, //
+    };
 
     #[test]
     fn atomic_writes_wait_for_all_their_room() {
@@ -745,6 +756,171 @@ mod tests {
         assert_eq!(writers_to_wake(0, 99, PIPE_BUF, 100), Wake::Nobody);
         // A 1-byte ring: full or writable.
         assert_eq!(writers_to_wake(0, 1, 1, 1), Wake::One);
+    }
+
+    /// A small model of writers sleeping for room on a ring, driven by the real decisions
+    /// (`PipeInner::writer_sleeps`, `PipeInner::writers_to_wake`) in the order `read` and `write`
+    /// make them. Wakeups go to sleepers in queue order (`One`) or to all (`All`); a woken
+    /// writer runs later, as the scheduler would have it.
+    struct Model {
+        inner: PipeInner,
+        atomic_max: usize,
+        /// Needs of the writers asleep, in queue order.
+        asleep: KVec<usize>,
+        /// Needs of the writers woken and not yet run.
+        woken: KVec<usize>,
+    }
+
+    impl Model {
+        fn new(capacity: usize, atomic_max: usize) -> Self {
+            Self {
+                inner: PipeInner {
+                    ring: Ring::new(capacity).unwrap(),
+                    readers: 1,
+                    writers: 1,
+                    r_counter: 1,
+                    w_counter: 1,
+                    min_need: usize::MAX,
+                },
+                atomic_max,
+                asleep: KVec::new(),
+                woken: KVec::new(),
+            }
+        }
+
+        fn room(&self) -> usize {
+            self.inner.ring.room()
+        }
+
+        fn apply(&mut self, wake: Wake) {
+            match wake {
+                Wake::Nobody => {}
+                Wake::One => {
+                    if !self.asleep.is_empty() {
+                        let need = self.asleep.remove(0).unwrap();
+                        self.woken.push(need, GFP_KERNEL).unwrap();
+                    }
+                }
+                Wake::All => {
+                    for &need in self.asleep.iter() {
+                        self.woken.push(need, GFP_KERNEL).unwrap();
+                    }
+                    self.asleep.clear();
+                }
+            }
+        }
+
+        fn fill(&mut self, n: usize) {
+            let n = n.min(self.room());
+            let data = [0u8; 16];
+            let moved = with_source(&data[..n], |src| self.inner.ring.write_from(src, n));
+            assert_eq!(moved, n);
+        }
+
+        /// A writer needing `need` bytes arrives: it writes if they fit, else sleeps.
+        fn arrive(&mut self, need: usize) {
+            if self.room() >= need {
+                self.fill(need);
+            } else {
+                self.inner.writer_sleeps(need);
+                self.asleep.push(need, GFP_KERNEL).unwrap();
+            }
+        }
+
+        /// A read of up to `n` bytes (as `read`: decide, then copy).
+        fn read(&mut self, n: usize) {
+            let before = self.room();
+            let n = n.min(self.inner.ring.len());
+            let wake = self
+                .inner
+                .writers_to_wake(before, before + n, self.atomic_max);
+            self.apply(wake);
+            let mut out = [0u8; 16];
+            let moved = with_dest(&mut out[..n], |dst| self.inner.ring.read_into(dst, n));
+            assert_eq!(moved, n);
+        }
+
+        /// The first woken writer runs (as `write` after its wait): writes if its room is there
+        /// and passes the wakeup on, or passes it on and sleeps again.
+        fn run_woken(&mut self) {
+            let need = self.woken.remove(0).unwrap();
+            if self.room() >= need {
+                self.fill(need);
+                let room = self.room();
+                let wake = self.inner.writers_to_wake(0, room, self.atomic_max);
+                self.apply(wake);
+            } else {
+                let room = self.room();
+                let wake = self.inner.writers_to_wake(0, room, self.atomic_max);
+                self.apply(wake);
+                self.inner.writer_sleeps(need);
+                self.asleep.push(need, GFP_KERNEL).unwrap();
+            }
+        }
+
+        /// Runs every woken writer; then no writer may be asleep while its room is there.
+        fn settle(&mut self) {
+            let mut steps = 0;
+            while !self.woken.is_empty() {
+                self.run_woken();
+                steps += 1;
+                // Wakeups passed around for ever would never settle.
+                assert!(steps < 1000);
+            }
+            for &need in self.asleep.iter() {
+                // A writer asleep while the room it needs is free: a lost wakeup.
+                assert!(need > self.room());
+            }
+        }
+    }
+
+    #[test]
+    fn one_byte_writer_not_stuck_behind_an_atomic_one() {
+        let mut m = Model::new(16, 8);
+        m.fill(16);
+        m.arrive(8);
+        m.arrive(1);
+        m.read(1);
+        m.settle();
+        // The 1-byte writer wrote; the 8-byte one waits for 8 bytes of room.
+        assert_eq!(m.asleep.as_slice(), &[8]);
+        assert_eq!(m.room(), 0);
+        m.read(7);
+        m.settle();
+        assert_eq!(m.asleep.as_slice(), &[8]);
+        m.read(1);
+        m.settle();
+        assert!(m.asleep.is_empty());
+    }
+
+    #[test]
+    fn no_writer_left_asleep_with_its_room_free() {
+        // Pseudo-random runs: writers of every need arrive, reads of every size free room, and
+        // woken writers run in between. After each step that lets the woken ones run, no
+        // sleeping writer may have its room free.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for capacity in [1usize, 2, 5, 8, 13, 16] {
+            let atomic_max = capacity.min(4);
+            let mut m = Model::new(capacity, atomic_max);
+            for _ in 0..300 {
+                match next(4) {
+                    0 | 1 => m.arrive(1 + next(atomic_max)),
+                    2 => m.read(1 + next(capacity)),
+                    _ if !m.woken.is_empty() => m.run_woken(),
+                    _ => m.settle(),
+                }
+                if next(8) == 0 {
+                    m.settle();
+                }
+            }
+            m.settle();
+        }
     }
 
     #[test]

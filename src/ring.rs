@@ -160,6 +160,118 @@ impl Ring {
 #[kunit_tests(mini_pipe_ring)]
 mod tests {
     use super::*;
+    use crate::kvec::{
+        with_dest,
+        with_source, //
+    };
+
+    /// The bytes `first`, `first + 1`, ... (`N` of them).
+    fn bytes<const N: usize>(first: u8) -> [u8; N] {
+        core::array::from_fn(|i| first.wrapping_add(i as u8))
+    }
+
+    /// Sets `ring` to start its next read at `tail` and to hold `queued`, laid out as the ring
+    /// lays it (possibly wrapped). The rest of the array holds 0xee, which no test writes, so a
+    /// byte read from outside the queued ones shows.
+    fn set(ring: &mut Ring, tail: usize, queued: &[u8]) {
+        let cap = ring.capacity();
+        ring.buf.fill(0xee);
+        for (i, &b) in queued.iter().enumerate() {
+            ring.buf[(tail + i) % cap] = b;
+        }
+        ring.tail = tail;
+        ring.len = queued.len();
+    }
+
+    /// Every capacity up to 8, every start position, every fill, every length and every limit:
+    /// `write_from` and `read_into`, through real `iov_iter`s, against a plain queue as the
+    /// model. After each call the whole content is read back and compared.
+    #[test]
+    fn copies_match_a_model_everywhere() {
+        const MAX: usize = 8;
+        let old: [u8; MAX] = bytes(0);
+        let new: [u8; MAX + 1] = bytes(0x80);
+        for cap in 1..=MAX {
+            let mut ring = Ring::new(cap).unwrap();
+            for tail in 0..cap {
+                for fill in 0..=cap {
+                    let queued = &old[..fill];
+                    for len in 0..=cap + 1 {
+                        for max in 0..=cap + 1 {
+                            // A write of `len` bytes limited to `max`: the model is the queued
+                            // bytes followed by as many new ones as fit.
+                            set(&mut ring, tail, queued);
+                            let moved = with_source(&new[..len], |src| ring.write_from(src, max));
+                            let expect = len.min(max).min(cap - fill);
+                            assert_eq!(moved, expect);
+                            assert_eq!(ring.len(), fill + expect);
+                            let mut all = [0u8; 2 * MAX + 1];
+                            let got = with_dest(&mut all, |dst| ring.read_into(dst, usize::MAX));
+                            assert_eq!(got, fill + expect);
+                            assert_eq!(&all[..fill], queued);
+                            assert_eq!(&all[fill..got], &new[..expect]);
+                            assert!(ring.is_empty());
+
+                            // A read of `len` bytes limited to `max`: the oldest bytes leave,
+                            // the rest stay queued in order.
+                            set(&mut ring, tail, queued);
+                            let mut out = [0u8; MAX + 1];
+                            let moved = with_dest(&mut out[..len], |dst| ring.read_into(dst, max));
+                            let expect = len.min(max).min(fill);
+                            assert_eq!(moved, expect);
+                            assert_eq!(&out[..expect], &queued[..expect]);
+                            assert_eq!(ring.len(), fill - expect);
+                            let mut rest = [0u8; MAX];
+                            let got = with_dest(&mut rest, |dst| ring.read_into(dst, usize::MAX));
+                            assert_eq!(&rest[..got], &queued[expect..]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A copy that stops short (a fault) at every possible byte, from every start position:
+    /// only the bytes that moved leave or enter the ring.
+    #[test]
+    fn short_copies_everywhere() {
+        const CAP: usize = 8;
+        let old: [u8; CAP] = bytes(0);
+        let mut ring = Ring::new(CAP).unwrap();
+        for tail in 0..CAP {
+            for fill in 0..=CAP {
+                let queued = &old[..fill];
+                for budget in 0..=CAP {
+                    set(&mut ring, tail, queued);
+                    let mut left = budget;
+                    let popped = ring.pop_with(CAP, |seg| {
+                        let n = seg.len().min(left);
+                        left -= n;
+                        n
+                    });
+                    assert_eq!(popped, budget.min(fill));
+                    let mut rest = [0u8; CAP];
+                    let got = with_dest(&mut rest, |dst| ring.read_into(dst, usize::MAX));
+                    assert_eq!(&rest[..got], &queued[popped..]);
+
+                    set(&mut ring, tail, queued);
+                    let mut left = budget;
+                    let pushed = ring.push_with(CAP, |seg| {
+                        let n = seg.len().min(left);
+                        seg[..n].fill(0x55);
+                        left -= n;
+                        n
+                    });
+                    assert_eq!(pushed, budget.min(CAP - fill));
+                    let mut all = [0u8; CAP];
+                    let got = with_dest(&mut all, |dst| ring.read_into(dst, usize::MAX));
+                    assert_eq!(got, fill + pushed);
+                    assert_eq!(&all[..fill], queued);
+                    assert!(all[fill..got].iter().all(|&b| b == 0x55));
+                }
+            }
+        }
+    }
 
     /// Queues `data` (all of it must fit); returns the number of segments used.
     fn push(ring: &mut Ring, data: &[u8]) -> usize {

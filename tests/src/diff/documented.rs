@@ -46,7 +46,7 @@ fn writer_wakes_on_bytes_vs_pages(t: &mut Trace) -> TestResult {
     let b = bg_write(w, 100);
     b.blocked_in(t, &[SYS_WRITE])?;
     t.read(&r, 100);
-    let woke = b.rx.recv_timeout(Duration::from_millis(300)).is_ok();
+    let woke = b.settled(&[SYS_WRITE])?.is_some();
     let want = t.target == Target::Mini;
     ensure!(
         woke == want,

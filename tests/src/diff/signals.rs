@@ -81,25 +81,46 @@ fn async_io(fd: &OwnedFd) -> TestResult {
         .map_err(|e| e.to_string())
 }
 
+/// Installs the siginfo logger for SIGIO and the marker `record_sigpoll` waits for.
+fn log_sigio() -> TestResult {
+    install(
+        libc::SIGIO,
+        log_sigpoll as *const () as libc::sighandler_t,
+        libc::SA_SIGINFO,
+    )?;
+    install(
+        sigpoll_signal() + 1,
+        count_marker as *const () as libc::sighandler_t,
+        0,
+    )
+}
+
+/// O_ASYNC on a reader: exactly one SIGIO per write, and none before.
 fn fasync_sigio_for_reader(t: &mut Trace) -> TestResult {
-    catch(Signal::SIGIO, false)?;
+    log_sigio()?;
     let (r, w) = t.pair()?;
     async_io(&r)?;
-    t.note(format!("SIGIO before {}", caught(Signal::SIGIO)));
+    let names = [(r.as_raw_fd(), "reader"), (w.as_raw_fd(), "writer")];
+    record_sigpoll(t, "O_ASYNC set", &names)?;
     let _ = t.write(&w, b"x");
-    let seen = crate::util::wait_until("SIGIO arrives", WAIT, || caught(Signal::SIGIO) > 0).is_ok();
-    t.note(format!("SIGIO after a write: {seen}"));
+    record_sigpoll(t, "write(1)", &names)?;
+    let _ = t.write(&w, b"yz");
+    record_sigpoll(t, "write(2) into data", &names)?;
     Ok(())
 }
 
+/// O_ASYNC on a writer: exactly one SIGIO per read.
 fn fasync_sigio_for_writer(t: &mut Trace) -> TestResult {
-    catch(Signal::SIGIO, false)?;
+    log_sigio()?;
     let (r, w) = t.pair()?;
     let _ = t.write(&w, b"abc");
     async_io(&w)?;
-    t.read(&r, 3);
-    let seen = crate::util::wait_until("SIGIO arrives", WAIT, || caught(Signal::SIGIO) > 0).is_ok();
-    t.note(format!("SIGIO after a read: {seen}"));
+    let names = [(r.as_raw_fd(), "reader"), (w.as_raw_fd(), "writer")];
+    record_sigpoll(t, "O_ASYNC set", &names)?;
+    t.read(&r, 2);
+    record_sigpoll(t, "read(2)", &names)?;
+    t.read(&r, 1);
+    record_sigpoll(t, "read(1)", &names)?;
     Ok(())
 }
 
