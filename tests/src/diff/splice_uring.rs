@@ -2,9 +2,9 @@
 
 //! Zero-copy and asynchronous interfaces: sendfile(2), splice(2) to and from a real pipe(2),
 //! vmsplice(2) and tee(2), and io_uring (READ, WRITE, READV, WRITEV, POLL_ADD, a ring torn
-//! down with a read still waiting). Every call that might wait runs on a thread of its own and
-//! is given a bounded time; one that does not return in time is recorded as `stuck` and then
-//! released, so that a missing wake-up shows in the trace rather than hanging the run.
+//! down with a read still waiting). A call that must answer without waiting runs on a thread
+//! of its own: if it sleeps inside its system call instead, it is recorded as `stuck` and then
+//! released, so that a wrong wait shows in the trace rather than hanging the run.
 
 use super::*;
 use io_uring::{opcode, squeue, types, IoUring};
@@ -15,12 +15,12 @@ use nix::{
 };
 use std::{io::IoSlice, time::Instant};
 
-/// How long a call that should not wait is given before it is recorded as `stuck`.
-pub(super) const PROMPT: Duration = Duration::from_secs(10);
-/// How long an io_uring request that must wait is watched to see that it does.
+/// How long an io_uring request that must wait is watched to see that it does (a request has
+/// no thread whose sleep could be seen).
 const SETTLE: Duration = Duration::from_millis(500);
-/// x86_64 system call number of splice(2), for /proc/PID/syscall.
+/// x86_64 system call numbers of splice(2) and sendfile(2), for /proc/PID/syscall.
 const SYS_SPLICE: u32 = libc::SYS_splice as u32;
+const SYS_SENDFILE: u32 = libc::SYS_sendfile as u32;
 /// A regular file in /tmp that sendfile(2) reads from.
 const SOURCE: &str = "/tmp/mini_pipe_sendfile_source";
 
@@ -51,24 +51,58 @@ fn read_now(t: &mut Trace, r: &OwnedFd, n: usize) -> TestResult {
     t.nonblock(r, false)
 }
 
-/// Runs `f` on a thread and records its result as `what = ...` if it returns within `PROMPT`,
-/// `what = stuck` if not; a stuck call's thread is returned, for the scenario to release it.
+/// Whether thread `tid` sleeps, interruptibly or not (a mutex), inside one of the system calls
+/// `nrs`.
+fn asleep_in(tid: u32, nrs: &[u32]) -> bool {
+    let state = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()));
+    let nr = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()));
+    matches!(state, Some('S' | 'D')) && nr.is_some_and(|nr| nrs.contains(&nr))
+}
+
+/// Waits until the thread `b` has returned (Some(result)) or sleeps inside one of the system
+/// calls `nrs` (None), bounded by `WAIT`. For a call that must answer without sleeping, None
+/// means stuck; nothing is timed.
+pub(super) fn returned_or_asleep(b: &Bg, nrs: &[u32]) -> Result<Option<String>, String> {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = b.rx.try_recv() {
+            return Ok(Some(r));
+        }
+        if asleep_in(b.tid, nrs) {
+            return Ok(None);
+        }
+        ensure!(
+            start.elapsed() < WAIT,
+            "a call neither returned nor slept within {WAIT:?}"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs `f`, which makes one of the system calls `nrs`, on a thread, and records `what =
+/// result` once it returns, or `what = stuck` if it sleeps inside that call; a stuck call's
+/// thread is returned, for the scenario to release it.
 pub(super) fn at_once(
     t: &mut Trace,
     what: &str,
+    nrs: &[u32],
     f: impl FnOnce() -> String + Send + 'static,
-) -> Option<Bg> {
+) -> Result<Option<Bg>, String> {
     let b = bg(f);
-    match b.rx.recv_timeout(PROMPT) {
-        Ok(r) => {
+    Ok(match returned_or_asleep(&b, nrs)? {
+        Some(r) => {
             t.note(format!("{what} = {r}"));
             None
         }
-        Err(_) => {
+        None => {
             t.note(format!("{what} = stuck"));
             Some(b)
         }
-    }
+    })
 }
 
 fn splice_flags(nonblock: bool) -> SpliceFFlags {
@@ -79,7 +113,7 @@ fn splice_flags(nonblock: bool) -> SpliceFFlags {
     }
 }
 
-/// splice(2) of up to `len` bytes from `from` to `to`, on a thread bounded by `PROMPT`.
+/// splice(2) of up to `len` bytes from `from` to `to`, on a thread: its result, or `stuck`.
 fn bounded_splice(
     t: &mut Trace,
     what: &str,
@@ -89,9 +123,9 @@ fn bounded_splice(
     nonblock: bool,
 ) -> Result<Option<Bg>, String> {
     let (from, to) = (dup(from)?, dup(to)?);
-    Ok(at_once(t, what, move || {
+    at_once(t, what, &[SYS_SPLICE], move || {
         show(splice(&from, None, &to, None, len, splice_flags(nonblock)))
-    }))
+    })
 }
 
 /// sendfile(object <- a regular file of 5 bytes), the bytes read back; splice(object -> a real
@@ -103,9 +137,9 @@ fn sendfile_and_splice_move_bytes(t: &mut Trace) -> TestResult {
         .map_err(|e| format!("{SOURCE}: {e}"))?
         .into();
     let w2 = dup(&w)?;
-    if let Some(b) = at_once(t, "sendfile(object <- file, 5)", move || {
+    if let Some(b) = at_once(t, "sendfile(object <- file, 5)", &[SYS_SENDFILE], move || {
         show(sendfile(&w2, &src, None, 5))
-    }) {
+    })? {
         b.done(t, "sendfile (late)")?;
     }
     t.fionread(&r);
@@ -191,9 +225,9 @@ fn splice_without_reader_epipe(t: &mut Trace) -> TestResult {
         .map_err(|e| format!("{SOURCE}: {e}"))?
         .into();
     let w2 = dup(&w)?;
-    if let Some(b) = at_once(t, "sendfile(object <- file, no reader)", move || {
+    if let Some(b) = at_once(t, "sendfile(object <- file, no reader)", &[SYS_SENDFILE], move || {
         show(sendfile(&w2, &src, None, 5))
-    }) {
+    })? {
         b.done(t, "sendfile (late)")?;
     }
     t.note(format!("SIGPIPE {} time(s)", caught(Signal::SIGPIPE)));
@@ -322,7 +356,7 @@ fn documented(
         on_mini
     };
     ensure!(got == want, "{what} = {got:?}, documented: {want:?}");
-    t.note(format!("{what}: as documented"));
+    t.note(format!("{what}: {DOCUMENTED_MARK}"));
     Ok(())
 }
 
@@ -403,7 +437,7 @@ fn vmsplice_and_tee_need_a_pipe(t: &mut Trace) -> TestResult {
         String::from_utf8_lossy(want_obj),
         String::from_utf8_lossy(want_pipe)
     );
-    t.note("what the object and the real pipe hold: as documented");
+    t.note(format!("what the object and the real pipe hold: {DOCUMENTED_MARK}"));
     Ok(())
 }
 
@@ -435,9 +469,9 @@ fn splice_and_sendfile_with_a_regular_file(t: &mut Trace) -> TestResult {
         Err(Errno::EINVAL),
     )?;
     let (rr, ff) = (dup(&r)?, dup(&file)?);
-    if let Some(b) = at_once(t, "sendfile(file <- object, 3)", move || {
+    if let Some(b) = at_once(t, "sendfile(file <- object, 3)", &[SYS_SENDFILE], move || {
         show(sendfile(&ff, &rr, None, 3))
-    }) {
+    })? {
         drop(b);
         return Err("sendfile(file <- object) waits".into());
     }
@@ -469,7 +503,7 @@ fn splice_and_sendfile_with_a_regular_file(t: &mut Trace) -> TestResult {
         String::from_utf8_lossy(want_file),
         String::from_utf8_lossy(want_obj)
     );
-    t.note("what the file and the object hold: as documented");
+    t.note(format!("what the file and the object hold: {DOCUMENTED_MARK}"));
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! a FIFO) until the fault is served; poll, epoll and FIONREAD must still answer, or be
 //! documented not to. And writers queued behind one another: which of them a read releases.
 
-use super::splice_uring::{at_once, dup, PROMPT};
+use super::splice_uring::{at_once, dup, returned_or_asleep};
 use super::*;
 use nix::sys::{
     epoll::{EpollCreateFlags, EpollFlags},
@@ -13,8 +13,15 @@ use nix::sys::{
 };
 use userfaultfd::{Event, Uffd, UffdBuilder};
 
-/// How long a writer that must stay blocked is watched to see that it does.
-const SETTLE: Duration = Duration::from_millis(500);
+/// x86_64 system call numbers of the calls that must answer during a stall.
+const SYS_IOCTL: u32 = libc::SYS_ioctl as u32;
+const SYS_EPOLL: &[u32] = &[
+    libc::SYS_epoll_create1 as u32,
+    libc::SYS_epoll_ctl as u32,
+    SYS_EPOLL_WAIT,
+    SYS_EPOLL_PWAIT,
+    libc::SYS_epoll_pwait2 as u32,
+];
 
 /// Two pages: the first holds known bytes, the second is registered with a userfaultfd and
 /// missing, so that a copy running into it stalls until the test serves the fault.
@@ -151,9 +158,12 @@ fn poll_and_epoll_answer_during_a_stalled_write(t: &mut Trace) -> TestResult {
     let mut stuck = Vec::new();
     for (what, fd) in [("reader", &r), ("writer", &w)] {
         let fd = dup(fd)?;
-        stuck.extend(at_once(t, &format!("poll({what}, 0)"), move || {
-            poll_mask(&fd, PollTimeout::ZERO)
-        }));
+        stuck.extend(at_once(
+            t,
+            &format!("poll({what}, 0)"),
+            &[SYS_POLL, SYS_PPOLL],
+            move || poll_mask(&fd, PollTimeout::ZERO),
+        )?);
     }
     for (what, fd, ev) in [
         ("reader", &r, EpollFlags::EPOLLIN),
@@ -161,14 +171,14 @@ fn poll_and_epoll_answer_during_a_stalled_write(t: &mut Trace) -> TestResult {
     ] {
         let fd = dup(fd)?;
         let what = format!("epoll_ctl(ADD {what}) + epoll_wait(0)");
-        stuck.extend(at_once(t, &what, move || {
+        stuck.extend(at_once(t, &what, SYS_EPOLL, move || {
             let ep = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
                 Ok(ep) => ep,
                 Err(e) => return format!("epoll_create: {e}"),
             };
             let added = show(ep.add(&fd, EpollEvent::new(ev, 1)));
             format!("{added}, {}", epoll_events(&ep, 0))
-        }));
+        })?);
     }
     stall.serve()?;
     writer.done(t, "stalled write")?;
@@ -194,26 +204,28 @@ fn fionread_during_a_stalled_write(t: &mut Trace) -> TestResult {
     t.note("writer stalled on a fault in the middle of its copy");
     let rr = dup(&r)?;
     let b = bg(move || show(crate::util::queued(&rr)));
-    let at_once = b.rx.recv_timeout(PROMPT).ok();
+    // None: asleep in ioctl(2), waiting for the lock the stalled writer holds.
+    let during = returned_or_asleep(&b, &[SYS_IOCTL])?;
     let want = match t.target {
         Target::Fifo => None,
         Target::Mini => Some("100".to_string()),
     };
     ensure!(
-        at_once == want,
-        "FIONREAD during the stall: {at_once:?} within {PROMPT:?}, documented {want:?} (None: \
-         still waiting)"
+        during == want,
+        "FIONREAD during the stall: {during:?}, documented {want:?} (None: asleep in ioctl)"
     );
     stall.serve()?;
     writer.done(t, "stalled write")?;
-    if t.target == Target::Fifo {
+    if during.is_none() {
         let late = b.rx.recv_timeout(WAIT).ok();
         ensure!(
             late.as_deref() == Some("4196"),
             "FIONREAD once the fault was served: {late:?}, documented 4196"
         );
     }
-    t.note("FIONREAD during the stall, and once the fault is served: as documented");
+    t.note(format!(
+        "FIONREAD during the stall, and once the fault is served: {DOCUMENTED_MARK}"
+    ));
     t.fionread(&r);
     let mut want = vec![b'q'; 100];
     want.extend(Stall::written());
@@ -235,18 +247,19 @@ fn small_writer_behind_an_atomic_writer(t: &mut Trace) -> TestResult {
     small.blocked_in(t, &[SYS_WRITE])?;
     t.read(&r, 1);
     let mini = t.target == Target::Mini;
-    let small_early = small.rx.recv_timeout(if mini { WAIT } else { SETTLE }).ok();
+    // Each writer, if the read woke it, has written or sleeps again: nothing is timed.
+    let small_early = small.settled(&[SYS_WRITE])?;
     ensure!(
         small_early.is_some() == mini,
         "1-byte writer after 1 byte read: {small_early:?}, documented: {}",
         if mini { "finishes" } else { "stays asleep" }
     );
-    let big_early = big.rx.recv_timeout(SETTLE).ok();
+    let big_early = big.settled(&[SYS_WRITE])?;
     ensure!(
-        big_early.is_none() && blocked_in_syscall(big.tid, SYS_WRITE),
+        big_early.is_none(),
         "4096-byte writer after 1 byte read: {big_early:?}, documented: stays asleep"
     );
-    t.note("writers after 1 byte read: as documented");
+    t.note(format!("writers after 1 byte read: {DOCUMENTED_MARK}"));
     t.read(&r, 2 * PAGE);
     let big_late = big
         .rx
