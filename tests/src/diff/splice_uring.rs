@@ -343,7 +343,7 @@ fn splices_stay_whole_under_contention(t: &mut Trace) -> TestResult {
 
 /// Checks a documented difference: `got` must be `on_fifo` on a FIFO and `on_mini` on
 /// mini_pipe; records only that it was.
-fn documented(
+fn check_documented(
     t: &mut Trace,
     what: &str,
     got: Result<usize, Errno>,
@@ -370,7 +370,7 @@ fn vmsplice_and_tee_need_a_pipe(t: &mut Trace) -> TestResult {
     ensure!(write(&w, b"data") == Ok(4), "write of 4 bytes failed");
     let fifo = t.target == Target::Fifo;
     let iov = [IoSlice::new(b"abc")];
-    documented(
+    check_documented(
         t,
         "vmsplice(writer, 3 bytes)",
         nix::fcntl::vmsplice(&w, &iov, SpliceFFlags::empty()),
@@ -390,7 +390,7 @@ fn vmsplice_and_tee_need_a_pipe(t: &mut Trace) -> TestResult {
     } else {
         Ok(n as usize)
     };
-    documented(t, "vmsplice(reader, 8 bytes)", got, Ok(7), Err(Errno::EBADF))?;
+    check_documented(t, "vmsplice(reader, 8 bytes)", got, Ok(7), Err(Errno::EBADF))?;
     let k = got.unwrap_or(0);
     ensure!(
         &buf[..k] == if fifo { &b"dataabc"[..] } else { b"" },
@@ -401,14 +401,14 @@ fn vmsplice_and_tee_need_a_pipe(t: &mut Trace) -> TestResult {
         write(&pw, b"xy") == Ok(2),
         "write into the real pipe failed"
     );
-    documented(
+    check_documented(
         t,
         "tee(real pipe -> object, 16)",
         tee(&pr, &w, 16, SpliceFFlags::SPLICE_F_NONBLOCK),
         Ok(2),
         Err(Errno::EINVAL),
     )?;
-    documented(
+    check_documented(
         t,
         "tee(object -> real pipe, 16)",
         tee(&r, &pw, 16, SpliceFFlags::SPLICE_F_NONBLOCK),
@@ -461,7 +461,7 @@ fn splice_and_sendfile_with_a_regular_file(t: &mut Trace) -> TestResult {
         .into();
     let fifo = t.target == Target::Fifo;
     let flags = SpliceFFlags::SPLICE_F_NONBLOCK;
-    documented(
+    check_documented(
         t,
         "splice(object -> file, 3)",
         splice(&r, None, &file, None, 3, flags),
@@ -479,7 +479,7 @@ fn splice_and_sendfile_with_a_regular_file(t: &mut Trace) -> TestResult {
     let src: OwnedFd = std::fs::File::open(SOURCE)
         .map_err(|e| format!("{SOURCE}: {e}"))?
         .into();
-    documented(
+    check_documented(
         t,
         "splice(file -> object, 3)",
         splice(&src, None, &w, None, 3, flags),
