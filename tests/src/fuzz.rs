@@ -210,24 +210,27 @@ fn open_flags_name(flags: OFlag) -> String {
 /// Poll or epoll bits by name.
 fn mask_name(bits: u32) -> String {
     let names = [
-        (libc::POLLIN, "IN"),
-        (libc::POLLPRI, "PRI"),
-        (libc::POLLOUT, "OUT"),
-        (libc::POLLERR, "ERR"),
-        (libc::POLLHUP, "HUP"),
-        (libc::POLLNVAL, "NVAL"),
-        (libc::POLLRDNORM, "RDNORM"),
-        (libc::POLLRDBAND, "RDBAND"),
-        (libc::POLLWRNORM, "WRNORM"),
-        (libc::POLLWRBAND, "WRBAND"),
-        (libc::POLLRDHUP, "RDHUP"),
+        (libc::POLLIN as u32, "IN"),
+        (libc::POLLPRI as u32, "PRI"),
+        (libc::POLLOUT as u32, "OUT"),
+        (libc::POLLERR as u32, "ERR"),
+        (libc::POLLHUP as u32, "HUP"),
+        (libc::POLLNVAL as u32, "NVAL"),
+        (libc::POLLRDNORM as u32, "RDNORM"),
+        (libc::POLLRDBAND as u32, "RDBAND"),
+        (libc::POLLWRNORM as u32, "WRNORM"),
+        (libc::POLLWRBAND as u32, "WRBAND"),
+        (libc::POLLRDHUP as u32, "RDHUP"),
+        (libc::EPOLLEXCLUSIVE as u32, "EXCLUSIVE"),
+        (libc::EPOLLONESHOT as u32, "ONESHOT"),
+        (libc::EPOLLET as u32, "ET"),
     ];
     let mut v: Vec<String> = names
         .iter()
-        .filter(|(b, _)| bits & *b as u32 != 0)
+        .filter(|(b, _)| bits & *b != 0)
         .map(|(_, n)| n.to_string())
         .collect();
-    let rest = bits & !names.iter().fold(0u32, |m, (b, _)| m | *b as u32);
+    let rest = bits & !names.iter().fold(0u32, |m, (b, _)| m | *b);
     if rest != 0 {
         v.push(format!("{rest:#x}"));
     }
@@ -999,9 +1002,8 @@ impl Fuzz {
         }
         if !wrong.is_empty() {
             self.impossible(format!(
-                "{}: {what} on a {} file asked for {} got {}: {}",
+                "{}: {what} asked for {} got {}: {}",
                 self.cur,
-                access_name(access),
                 mask_name(requested),
                 mask_name(got),
                 wrong.join("; ")
@@ -1244,11 +1246,7 @@ impl Fuzz {
             }
         }
         let timeout = self.rng.below(6) as u16;
-        let files: Vec<String> = chosen
-            .iter()
-            .map(|(i, ev)| format!("{}: {}", self.slot_name(*i), mask_name(ev.bits() as u32)))
-            .collect();
-        self.begin(format!("poll([{}], {timeout} ms)", files.join(", ")));
+        self.begin(format!("poll({} files, {timeout} ms)", chosen.len()));
         let mut pfds: Vec<PollFd> = chosen
             .iter()
             .map(|(i, ev)| PollFd::new(self.fds[*i].as_ref().unwrap().as_fd(), *ev))
@@ -1261,7 +1259,7 @@ impl Fuzz {
         drop(pfds);
         if self.expect(r, &[Errno::EINTR]).is_some() {
             for ((i, ev), g) in chosen.iter().zip(&got) {
-                let what = format!("slot {i}");
+                let what = self.slot_name(*i);
                 self.check_mask(&what, self.access[*i], ev.bits() as u16 as u32, *g);
             }
         }
@@ -1352,7 +1350,11 @@ impl Fuzz {
                             _ => OFlag::O_RDWR,
                         };
                         let requested = (data >> 32) as u32;
-                        let what = format!("the entry of slot {}", data & 0xff);
+                        let what = format!(
+                            "the entry of slot {} ({})",
+                            data & 0xff,
+                            access_name(access)
+                        );
                         self.check_mask(&what, access, requested, ev.events().bits() as u32);
                     }
                 }
@@ -1883,10 +1885,14 @@ fn fuzz_run(seed: u64) -> TestResult {
             }
         }
     }
-    println!(
-        "# fuzz: bytes conserved{}: {written} written = {read} read + {left} left at the end",
-        if exact { "" } else { " (inexact, not checked)" }
-    );
+    let verdict = if !exact {
+        "inexact, not checked"
+    } else if written == read + left {
+        "conserved"
+    } else {
+        "NOT conserved"
+    };
+    println!("# fuzz: bytes: {written} written, {read} read + {left} left at the end ({verdict})");
     if exact && written != read + left {
         failed.push(format!(
             "bytes not conserved: {written} written, but {read} read + {left} left = {}",
