@@ -46,8 +46,9 @@
 //!
 //! Every run has a seed, fresh (getrandom) unless `MINI_PIPE_FUZZ_SEED` gives one; the test
 //! prints it first, and every failure ends with `replay: MINI_PIPE_FUZZ_SEED=<n>`. Process `i`
-//! seeds its PRNG from the seed and `i`, and its `k`-th forked child from that and `k`, so a
-//! seed replays the same choices everywhere:
+//! derives its seed from the run's and `i`, its `k`-th forked child from that and `k` (never
+//! from a pid), and each operation draws from a stream seeded by that and its index, so a seed
+//! replays the same choices everywhere, in step even where results differ:
 //! `scripts/vm.sh -- env MINI_PIPE_FUZZ_SEED=<n> mini_pipe_test fuzz`. What each operation
 //! meets still depends on timing and on the other processes, so a replay of the whole test is
 //! a reproducer only statistically; a single process alone
@@ -600,6 +601,10 @@ impl Fuzz {
 
     /// One random operation; `may_fork` is false in a forked child.
     fn step(&mut self, may_fork: bool) {
+        // Each operation draws from a stream of its own, seeded from the seed and its index,
+        // so what happened to the operations before (which changes how many numbers they
+        // drew) does not shift the choices of the next: a replay stays in step.
+        self.rng = Rng(derive(self.seed, 0x6f70, self.done));
         if may_fork && self.done.is_multiple_of(PHASE_OPS) {
             self.enter_phase(Phase::of(self.done / PHASE_OPS));
         }
@@ -1644,7 +1649,10 @@ impl Fuzz {
             Err(_) => unsafe { libc::_exit(4) },
         }
         self.who = format!("{} child {k}", self.who);
-        self.rng = Rng(derive(self.seed, 0x63_6869_6c64, k));
+        // The child's own seed, from its parent's and its index; its operations count from 0.
+        self.seed = derive(self.seed, 0x63_6869_6c64, k);
+        self.rng = Rng(self.seed);
+        self.done = 0;
         self.child_base = Some((self.written_bytes, self.read_bytes));
         self.impossible.clear();
         for _ in 0..self.rng.range(1, 6) {
