@@ -590,6 +590,21 @@ fn expect_pending(t: &mut Trace, ring: &mut IoUring, what: &str) -> TestResult {
     Ok(())
 }
 
+/// Records how many io-wq worker threads (iou-wrk-*) this process has: none while every
+/// request waits by polling, as on a FIFO (FMODE_NOWAIT); one per request that io_uring had
+/// to punt to a worker that blocks in the call instead.
+fn io_wq_workers(t: &mut Trace) -> TestResult {
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| e.to_string())?;
+    let n = tasks
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.starts_with("iou-wrk"))
+        })
+        .count();
+    t.note(format!("io-wq workers: {n}"));
+    Ok(())
+}
+
 fn fd(f: &OwnedFd) -> types::Fd {
     types::Fd(f.as_raw_fd())
 }
@@ -656,8 +671,9 @@ fn uring_with_data(t: &mut Trace) -> TestResult {
     Ok(())
 }
 
-/// An io_uring READ on an empty object waits (no completion for a while), then completes with
-/// the bytes of a write made through another descriptor.
+/// An io_uring READ on an empty object waits (no completion for a while) by polling, with no
+/// io-wq worker blocked in it, then completes with the bytes of a write made through another
+/// descriptor.
 fn uring_read_waits_for_data(t: &mut Trace) -> TestResult {
     let (r, w) = t.pair()?;
     let mut ring = ring()?;
@@ -665,6 +681,7 @@ fn uring_read_waits_for_data(t: &mut Trace) -> TestResult {
     let sqe = opcode::Read::new(fd(&r), buf.as_mut_ptr(), 64).offset(AT_POS);
     submit(&mut ring, sqe.build(), 1)?;
     expect_pending(t, &mut ring, "READ(64)")?;
+    io_wq_workers(t)?;
     let _ = t.write(&w, b"late");
     let n = expect_cqe(t, &mut ring, "READ(64)", 1)?;
     t.note(format!(
@@ -675,7 +692,8 @@ fn uring_read_waits_for_data(t: &mut Trace) -> TestResult {
     Ok(())
 }
 
-/// An io_uring WRITE into a full object waits, then completes whole once a page is read.
+/// An io_uring WRITE into a full object waits by polling, with no io-wq worker blocked in it,
+/// then completes whole once a page is read.
 fn uring_write_waits_for_room(t: &mut Trace) -> TestResult {
     let (r, w) = t.pair()?;
     fill(t, &w, CAPACITY)?;
@@ -684,6 +702,7 @@ fn uring_write_waits_for_room(t: &mut Trace) -> TestResult {
     let sqe = opcode::Write::new(fd(&w), data.as_ptr(), 100).offset(AT_POS);
     submit(&mut ring, sqe.build(), 1)?;
     expect_pending(t, &mut ring, "WRITE(100)")?;
+    io_wq_workers(t)?;
     t.read(&r, 4096);
     expect_cqe(t, &mut ring, "WRITE(100)", 1)?;
     t.fionread(&r);
@@ -724,6 +743,7 @@ fn uring_teardown_with_read_waiting(t: &mut Trace) -> TestResult {
     let sqe = opcode::Read::new(fd(&r), buf.as_mut_ptr(), 64).offset(AT_POS);
     submit(&mut ring, sqe.build(), 1)?;
     expect_pending(t, &mut ring, "READ(64)")?;
+    io_wq_workers(t)?;
     drop(r);
     // The waiting read still holds the reader.
     drop(t.open(OFlag::O_WRONLY | OFlag::O_NONBLOCK)?);
