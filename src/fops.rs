@@ -181,8 +181,8 @@ static MINI_PIPE_FOPS: AssertSync<bindings::file_operations> =
         // splice and sendfile, both ways, through `read_iter` and `write_iter`: the generic
         // helpers copy between the device and the other end's pages, so every rule of read and
         // write (waiting, atomicity, EPIPE, end-of-file) holds for them too.
-        splice_read: Some(bindings::copy_splice_read),
-        splice_write: Some(bindings::iter_file_splice_write),
+        splice_read: Some(mini_pipe_splice_read),
+        splice_write: Some(mini_pipe_splice_write),
         // No `llseek`: `stream_open` in `open` makes lseek, pread and pwrite fail with ESPIPE.
         // No `mmap`: mmap fails with ENODEV, as on a FIFO.
         ..pin_init::zeroed()
@@ -214,6 +214,9 @@ unsafe fn mode_of(file: *const bindings::file) -> OpenMode {
         nonblock: f_flags & O_NONBLOCK != 0,
     }
 }
+
+/// `SPLICE_F_NONBLOCK` from include/linux/splice.h, which the kernel crate's bindings leave out.
+const SPLICE_F_NONBLOCK: c_uint = 0x02;
 
 /// Whether this read or write must not wait: `O_NONBLOCK` now, or `IOCB_NOWAIT`.
 ///
@@ -342,6 +345,57 @@ unsafe extern "C" fn mini_pipe_write_iter(
         unsafe { bindings::send_sig(bindings::SIGPIPE as c_int, kernel::current!().as_ptr(), 0) };
     }
     to_ssize(ret)
+}
+
+/// splice(2) from the device into a pipe: `copy_splice_read`, which reads through
+/// `read_iter`, after checking `SPLICE_F_NONBLOCK`, which it does not pass on.
+///
+/// # Safety
+///
+/// Called by the splice code with a valid, open file of `/dev/mini_pipe`, and arguments valid
+/// for `copy_splice_read`.
+unsafe extern "C" fn mini_pipe_splice_read(
+    file: *mut bindings::file,
+    ppos: *mut bindings::loff_t,
+    pipe: *mut bindings::pipe_inode_info,
+    len: usize,
+    flags: c_uint,
+) -> isize {
+    // SAFETY: The caller guarantees the file is valid and was opened by `mini_pipe_open`.
+    let this = unsafe { pipe_of(file) };
+    if flags & SPLICE_F_NONBLOCK != 0 && this.splice_read_would_wait() {
+        return EAGAIN.to_errno() as isize;
+    }
+    // SAFETY: The caller passes arguments valid for a `splice_read`.
+    unsafe { bindings::copy_splice_read(file, ppos, pipe, len, flags) }
+}
+
+/// splice(2) from a pipe into the device: `iter_file_splice_write`, which writes through
+/// `write_iter`, cut to what fits now when `SPLICE_F_NONBLOCK` asks for no waiting.
+///
+/// # Safety
+///
+/// Called by the splice code with a valid, open file of `/dev/mini_pipe`, and arguments valid
+/// for `iter_file_splice_write`.
+unsafe extern "C" fn mini_pipe_splice_write(
+    pipe: *mut bindings::pipe_inode_info,
+    file: *mut bindings::file,
+    ppos: *mut bindings::loff_t,
+    len: usize,
+    flags: c_uint,
+) -> isize {
+    // SAFETY: The caller guarantees the file is valid and was opened by `mini_pipe_open`.
+    let this = unsafe { pipe_of(file) };
+    let len = if flags & SPLICE_F_NONBLOCK != 0 {
+        match this.splice_write_len(len) {
+            Ok(len) => len,
+            Err(e) => return e.to_errno() as isize,
+        }
+    } else {
+        len
+    };
+    // SAFETY: The caller passes arguments valid for a `splice_write`; a shorter `len` is too.
+    unsafe { bindings::iter_file_splice_write(pipe, file, ppos, len, flags) }
 }
 
 /// # Safety

@@ -679,6 +679,37 @@ impl Pipe {
         result
     }
 
+    /// Whether a splice out of the pipe that must not wait (`SPLICE_F_NONBLOCK`) has to fail
+    /// with `EAGAIN` before it starts: the ring is empty while a writer is there.
+    ///
+    /// The generic `copy_splice_read` does not pass the flag on to `read`, so the check is made
+    /// here, without the mutex, as poll makes it. It is a look, not a reservation: a reader that
+    /// empties the ring between it and the splice's read leaves that read waiting for the next
+    /// write, as a blocking read would.
+    pub(crate) fn splice_read_would_wait(&self) -> bool {
+        let u = &self.unlocked;
+        u.queued.load(Relaxed) == 0 && u.writers.load(Relaxed) > 0
+    }
+
+    /// How many of `len` bytes a splice into the pipe that must not wait may pass to `write`:
+    /// an atomic write whole if it fits now, a larger one as much as fits; `EAGAIN` if nothing
+    /// would go in without waiting. With no reader, all of it, for `write` to answer `EPIPE`.
+    ///
+    /// As for [`Pipe::splice_read_would_wait`], `iter_file_splice_write` does not pass the flag
+    /// on, so the splice is cut to the room seen now; a writer that takes that room first makes
+    /// the splice's write wait for more.
+    pub(crate) fn splice_write_len(&self, len: usize) -> Result<usize> {
+        let u = &self.unlocked;
+        if u.readers.load(Relaxed) == 0 {
+            return Ok(len);
+        }
+        let room = self.capacity - u.queued.load(Relaxed);
+        match write_needs(len, self.atomic_max) {
+            need if room < need => Err(EAGAIN),
+            _ => Ok(len.min(room)),
+        }
+    }
+
     /// Shows the pipe's state in /proc/PID/fdinfo/FD, after the VFS's own lines. Never takes
     /// the mutex.
     pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
