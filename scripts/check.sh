@@ -250,11 +250,12 @@ for suite in $suites; do
 		END {
 			for (i = 1; i <= n; i++) {
 				c = w[i]
-				if (pass[c] == loads && !(c in why)) print "OK\t" c
+				if (loads > 0 && pass[c] == loads && !(c in why)) print "OK\t" c
 				else print "FAIL\t" c "\tpassed in " pass[c] + 0 " of " loads " loads" (c in why ? "; first " why[c] : "")
 			}
 			for (c in unexpected) print "FAIL\t" c "\treported, but no #[test] fn of that name in the source"
 			r = ""
+			if (loads == 0) r = r "; no load of mini_pipe in the kernel log"
 			if (runs != loads) r = r "; ran in " runs + 0 " of " loads " loads"
 			if (ended != runs) r = r "; " runs - ended " runs did not finish"
 			for (i = 1; i <= runs; i++) if (i in bad) { r = r "; load " i ":" bad[i]; break }
