@@ -8,11 +8,12 @@
 # test programs built with clippy and no warnings) and runs the tests in the VM. Prints
 # KTAP; the last line is `N passed, N failed`. Exits non-zero if anything failed.
 # The full output is also kept in the cache's runs/ directory.
+# shellcheck disable=SC2317 # the functions below run through prerequisite and check
 set -uo pipefail
 
 [ $# -eq 0 ] || { sed -n 4p "$0" | sed 's/^# //' >&2; exit 2; }
 top=$(cd "$(dirname "$0")/.." && pwd)
-cd "$top"
+cd "$top" || exit 2
 export PATH="$HOME/.cargo/bin:$PATH"
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/mini_pipe
 run=$cache/runs/check-$(date +%Y%m%d-%H%M%S)-$$
@@ -56,7 +57,16 @@ prerequisite debug_kernel scripts/build-kernel.sh debug
 kdir=$(scripts/build-kernel.sh standard 2>/dev/null)
 prerequisite test_programs_build scripts/build-tests.sh
 tests_bin=$(scripts/build-tests.sh --print-dir)
-guest_tests=$("$tests_bin/mini_pipe_test" --list | wc -l)
+# The tests the guest must report, by name: a list that cannot be had, or an empty one,
+# would make "every test reported" true of nothing.
+list_tests() {
+	"$tests_bin/mini_pipe_test" --list >"$run/tests.list" || return
+	local count
+	count=$(grep -c . "$run/tests.list")
+	echo "mini_pipe_test --list: $count tests"
+	[ "$count" -gt 0 ] || { echo "mini_pipe_test --list names no test"; return 1; }
+}
+prerequisite test_list list_tests
 
 echo "KTAP version 1"
 echo "# kernels ready after $(($(date +%s) - start)) s"
@@ -74,7 +84,7 @@ plain_make() {
 		make -C "$plain" KDIR="$kdir" && [ -f "$plain/mini_pipe.ko" ]
 	local rc=$?
 	rm -rf "$plain"
-	return $rc
+	return "$rc"
 }
 check rustfmt make -s fmtcheck
 check module_builds_clippy_clean scripts/build-module.sh --force "$kdir"
@@ -83,7 +93,7 @@ check test_programs_clippy_clean sh -c 'cd tests && cargo clippy --quiet --relea
 check bench_smoke scripts/bench.sh --smoke
 
 # The tests in a VM: the guest's KTAP lines, renumbered into this list.
-guest() { # guest FLAVOUR EXPECTED TIMEOUT COMMAND...
+guest() { # guest FLAVOUR EXPECTED TIMEOUT COMMAND...: EXPECTED is a file of test names
 	local flavour=$1 expected=$2 timeout=$3
 	shift 3
 	local out="$run/guest-$flavour.ktap" log="$run/vm-$flavour.log"
@@ -109,52 +119,153 @@ guest() { # guest FLAVOUR EXPECTED TIMEOUT COMMAND...
 	passed=$((passed + ok))
 	failed=$((failed + fail))
 	n=$((n + ok + fail))
-	local missing=$((expected - ok - fail))
-	while [ $missing -gt 0 ]; do
-		result FAIL "$flavour:a test did not report (see $log)"
-		missing=$((missing - 1))
-	done
-	# vm.sh's status is the command's, or 1 for a splat in the guest's kernel log, or 124.
+	# Every expected test reported exactly once, and nothing else.
+	local name why
+	awk 'NR == FNR { if ($1 != "") { order[++k] = $1; want[$1] = 1 } next }
+		/^ok [0-9]+ / { seen[$3]++ } /^not ok [0-9]+ / { seen[$4]++ }
+		END {
+			for (i = 1; i <= k; i++)
+				if (seen[order[i]] != 1) print order[i] "\t" (seen[order[i]] ? "reported " seen[order[i]] " times" : "did not report")
+			for (t in seen) if (!(t in want)) print t "\treported, but not in the list of tests"
+		}' "$expected" "$out" >"$run/guest-$flavour.unreported"
+	while IFS=$'\t' read -r name why; do
+		result FAIL "$flavour:$name:$why (see $log)"
+	done <"$run/guest-$flavour.unreported"
+	# vm.sh's status is the command's; or 1 when the guest's kernel log has a report (oops,
+	# BUG, WARNING, sanitizer, lockdep, hung task, lockup, RCU stall...) or lost messages, or
+	# when the guest stopped without a status; or 124 on a timeout. Any non-zero status fails
+	# here, with what caused it.
+	local reasons=()
+	[ $status -ne 124 ] || reasons+=("timed out after ${timeout}s")
+	grep -q 'without reporting a status' "$log" && reasons+=("the guest stopped without reporting a status")
 	if grep -q 'kernel reported a problem' "$log"; then
-		echo "# $flavour kernel: splats in the kernel log (see $log)"
-	else
-		echo "# $flavour kernel: 0 splats in the kernel log"
+		reasons+=("the kernel log has a report: $(sed -n '/kernel reported a problem:/{n;p;q}' "$log")")
 	fi
-	if [ $status -eq 0 ] || ! grep -qE 'kernel reported a problem|timed out|without reporting' "$log"; then
+	grep -q 'kernel log lost messages' "$log" && reasons+=("the kernel log lost messages")
+	[ $status -eq 0 ] || [ ${#reasons[@]} -gt 0 ] || reasons+=("the command exited with status $status")
+	if [ $status -eq 0 ] && [ ${#reasons[@]} -eq 0 ]; then
+		echo "# $flavour kernel: exit 0, no report in the kernel log"
 		result OK "$flavour:guest_kernel_log_clean"
 	else
+		local r
+		for r in "${reasons[@]}"; do echo "# $flavour:guest_kernel_log_clean: exit $status: $r"; done
 		result FAIL "$flavour:guest_kernel_log_clean" "$log"
 	fi
 }
-guest standard "$guest_tests" 1800 mini_pipe_test
-guest debug "$((guest_tests + 1))" 3600 \
+guest standard "$run/tests.list" 1800 mini_pipe_test
+{ cat "$run/tests.list"; echo kmemleak_no_leaks; } >"$run/tests-debug.list"
+# shellcheck disable=SC2016 # the guest's shell expands it
+guest debug "$run/tests-debug.list" 3600 \
 	sh -c 'kmemleak.sh start && mini_pipe_test; rc=$?; kmemleak.sh check || rc=1; exit $rc'
+console="$run/vm-debug/console.log"
 
-# The module's KUnit suites ran in the debug kernel each time it was loaded: report the
-# cases of the first run of each suite, and fail a suite that failed in any later load.
-dmesg="$run/debug-dmesg.txt"
-tr -d '\r' <"$run/vm-debug/console.log" | sed 's/^\[[^]]*\] *//' >"$dmesg"
-suites=$(sed -n 's/^ *# Subtest: \(mini_pipe_[a-z_]*\)$/\1/p' "$dmesg" | sort -u)
-[ -n "$suites" ] || result FAIL "debug:kunit:no mini_pipe suite ran (see $dmesg)"
-for suite in $suites; do
-	awk -v s="$suite" '
-		$0 ~ "^ *# Subtest: " s "$" { on = 1; next }
-		on && $0 ~ "^(not )?ok [0-9]+ " s "$" { exit }
-		on && /^ *(not )?ok [0-9]+ / { sub(/^ */, ""); print }' "$dmesg" >"$run/kunit-$suite.ktap"
-	[ -s "$run/kunit-$suite.ktap" ] || result FAIL "debug:kunit:$suite:no cases reported" "$dmesg"
-	while read -r line; do
-		case $line in
-		"ok "*) result OK "debug:kunit:$suite:${line#ok * }" ;;
-		*) result FAIL "debug:kunit:$suite:${line#not ok * }" "$dmesg" ;;
-		esac
-	done <"$run/kunit-$suite.ktap"
-	loads=$(grep -cE "^(not )?ok [0-9]+ $suite\$" "$dmesg")
-	bad=$(grep -cE "^not ok [0-9]+ $suite\$" "$dmesg")
-	if [ "$bad" -eq 0 ]; then
-		result OK "debug:kunit:$suite:passed_in_all_${loads}_loads"
-	else
-		result FAIL "debug:kunit:$suite:failed in $bad of $loads loads" "$dmesg"
+# kmemleak_no_leaks means something only if kmemleak stayed on and its scans ran: kmemleak.sh
+# says so, and the kernel log must not say that kmemleak turned itself off.
+kmemleak_scans_ran() {
+	if ! grep -qx '# kmemleak: 2 of 2 scans ran' "$run/guest-debug.ktap"; then
+		echo "kmemleak.sh check did not say '2 of 2 scans ran':"
+		grep '# kmemleak: ' "$run/guest-debug.ktap" | head -n 5
+		return 1
 	fi
+	if grep -a 'memory leak detector disabled' "$console"; then
+		echo "kmemleak was disabled during the run"
+		return 1
+	fi
+}
+check debug:kmemleak_scans_ran kmemleak_scans_ran
+
+# The module's KUnit suites, as the source declares them: a `#[kunit_tests(SUITE)]` module,
+# with one case per `#[test]` fn in it. Prints "SUITE CASE" lines, in source order.
+kunit_source() {
+	awk '
+	function code(l) {
+		gsub(/"([^"\\]|\\.)*"/, "\"\"", l)
+		gsub(/\047([^\047\\]|\\.)\047/, "", l)
+		sub(/\/\/.*/, "", l)
+		return l
+	}
+	FNR == 1 { suite = ""; pending = ""; depth = 0; want = 0 }
+	suite == "" && /^[[:space:]]*#\[kunit_tests\([A-Za-z0-9_]+\)\]/ {
+		pending = $0
+		sub(/.*#\[kunit_tests\(/, "", pending)
+		sub(/\).*/, "", pending)
+		next
+	}
+	pending != "" && suite == "" {
+		if (code($0) !~ /\{/) next
+		suite = pending; pending = ""; depth = 0
+	}
+	suite != "" {
+		l = code($0)
+		if (l ~ /^[[:space:]]*#\[test\]/) want = 1
+		else if (want && match(l, /(^|[^A-Za-z0-9_])fn [A-Za-z0-9_]+/)) {
+			name = substr(l, RSTART, RLENGTH); sub(/.*fn /, "", name)
+			print suite, name; want = 0
+		}
+		depth += gsub(/\{/, "{", l) - gsub(/\}/, "}", l)
+		if (depth <= 0) suite = ""
+	}' mini_pipe.rs src/*.rs
+}
+
+# They run in the debug kernel each time mini_pipe is loaded (when it goes live). The guest's
+# insmod logs "mini_pipe_vm: loaded mini_pipe" after each successful load (tests/guest-init):
+# every suite must have reported, in every load, every case of the source, all passed.
+dmesg="$run/debug-dmesg.txt"
+tr -d '\r' <"$console" | sed 's/^\[[^]]*\] //' >"$dmesg"
+kunit_source >"$run/kunit-source.txt"
+loads=$(grep -c '^mini_pipe_vm: loaded mini_pipe' "$dmesg")
+suites=$(awk '!seen[$1]++ { print $1 }' "$run/kunit-source.txt")
+summary=$(awk '!($1 in c) { o[++k] = $1 } { c[$1]++ }
+	END { for (i = 1; i <= k; i++) { printf "%s%s (%d cases)", sep, o[i], c[o[i]]; sep = ", " } }' \
+	"$run/kunit-source.txt")
+echo "# debug kernel: mini_pipe loaded $loads times; KUnit suites in the source: ${summary:-none}"
+[ -n "$suites" ] || result FAIL "debug:kunit:no #[kunit_tests] suite with a #[test] found in mini_pipe.rs src/*.rs"
+[ "$loads" -gt 0 ] || result FAIL "debug:kunit:no load of mini_pipe in the kernel log (see $dmesg)"
+for suite in $suites; do
+	cases=$(awk -v s="$suite" '$1 == s { printf "%s ", $2 }' "$run/kunit-source.txt")
+	awk -v s="$suite" -v want="$cases" -v loads="$loads" '
+		BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) expect[w[i]] = 1 }
+		$0 ~ "^ *# Subtest: " s "$" { on = 1; runs++; cnt = 0; plan = ""; detail = ""; next }
+		!on { next }
+		/^    1\.\.[0-9]+$/ && plan == "" {
+			plan = $1; sub(/^1\.\./, "", plan)
+			if (plan + 0 != n) bad[runs] = bad[runs] " plans " plan " cases;"
+			next
+		}
+		/^    # / && !/^    # ([A-Za-z0-9_]+\.)?(speed|module): / { line = $0; sub(/^ *# /, "", line); detail = detail " | " line; next }
+		/^    (not )?ok [0-9]+ / {
+			i = ($1 == "not") ? 4 : 3; c = $i; cnt++
+			if (!(c in expect)) unexpected[c]++
+			if ($1 == "ok" && $0 !~ / # SKIP/) pass[c]++
+			else if (!(c in why)) why[c] = ($0 ~ / # SKIP/ ? "skipped" : "failed") " in load " runs detail
+			detail = ""
+			next
+		}
+		$0 ~ "^(not )?ok [0-9]+ " s "( |$)" {
+			on = 0; ended++
+			if ($1 != "ok" || $0 ~ / # SKIP/) bad[runs] = bad[runs] " " $0 ";"
+			if (cnt != n) bad[runs] = bad[runs] " " cnt " of " n " cases reported;"
+			next
+		}
+		END {
+			for (i = 1; i <= n; i++) {
+				c = w[i]
+				if (loads > 0 && pass[c] == loads && !(c in why)) print "OK\t" c
+				else print "FAIL\t" c "\tpassed in " pass[c] + 0 " of " loads " loads" (c in why ? "; first " why[c] : "")
+			}
+			for (c in unexpected) print "FAIL\t" c "\treported, but no #[test] fn of that name in the source"
+			r = ""
+			if (loads == 0) r = r "; no load of mini_pipe in the kernel log"
+			if (runs != loads) r = r "; ran in " runs + 0 " of " loads " loads"
+			if (ended != runs) r = r "; " runs - ended " runs did not finish"
+			for (i = 1; i <= runs; i++) if (i in bad) { r = r "; load " i ":" bad[i]; break }
+			if (r == "") print "OK\tpassed_in_all_" loads "_loads"
+			else print "FAIL\tpassed_in_all_" loads "_loads\t" substr(r, 3)
+		}' "$dmesg" >"$run/kunit-$suite.results"
+	while IFS=$'\t' read -r verdict name why; do
+		[ -z "$why" ] || echo "# debug:kunit:$suite:$name: $why (see $dmesg)"
+		result "$verdict" "debug:kunit:$suite:$name"
+	done <"$run/kunit-$suite.results"
 done
 
 echo "1..$n"

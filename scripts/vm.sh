@@ -14,10 +14,11 @@
 #
 # The guest is the test kernel with a busybox initramfs holding the module, the project's
 # test programs (on PATH) and the --add files. COMMAND's output streams to stdout; this
-# script exits with COMMAND's status. An oops, BUG, WARNING or Rust panic in the guest's
-# kernel log fails the run (exit 1) even when COMMAND succeeded. The kernel log and the
-# output are kept in the run directory (VM_LOG_DIR, default: a new one under the cache),
-# whose path is printed last on stderr.
+# script exits with COMMAND's status. An oops, BUG, WARNING, Rust panic, sanitizer or lockdep
+# report, hung task, soft or hard lockup or RCU stall in the guest's kernel log, or a kernel
+# log that lost messages, fails the run (exit 1) even when COMMAND succeeded; the report is
+# quoted on stderr. The kernel log and the output are kept in the run directory (VM_LOG_DIR,
+# default: a new one under the cache), whose path is printed last on stderr.
 #
 # Acceleration: TCG unless VM_ACCEL=kvm, or VM_ACCEL is unset and a bounded KVM probe boot
 # succeeds (the result is remembered until the host reboots). VM_ACCEL=tcg skips the probe.
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
 	--timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
 	--smp) [ $# -ge 2 ] || usage; smp=$2; shift 2 ;;
 	--mem) [ $# -ge 2 ] || usage; mem=$2; shift 2 ;;
-	-h | --help) sed -n 2,23p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n 2,24p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	--) shift; break ;;
 	*) say "unknown option: $1"; usage ;;
 	esac
@@ -103,8 +104,9 @@ tcg) ;;
 	;;
 *) say "VM_ACCEL must be kvm or tcg"; exit 2 ;;
 esac
+# shellcheck disable=SC2054 # the commas are qemu's
 accel_opts=(-accel tcg,thread=multi -cpu max)
-[ $accel = kvm ] && accel_opts=(-accel kvm -cpu host)
+[ "$accel" = kvm ] && accel_opts=(-accel kvm -cpu host)
 
 say "booting $kernel kernel ($accel, $smp CPUs, $mem), log in $run"
 qemu=(qemu-system-x86_64 "${accel_opts[@]}" -smp "$smp" -m "$mem"
@@ -126,7 +128,8 @@ wait $tpid 2>/dev/null
 set -e
 
 status=$(grep -ao 'MINI_PIPE_EXIT=[0-9]*' "$run/console.log" | tail -n1 | cut -d= -f2 || true)
-if [ $qrc -eq 124 ]; then
+# timeout(1) exits 124 when it stopped qemu with TERM, 137 when it had to KILL it.
+if [ $qrc -eq 124 ] || [ $qrc -eq 137 ]; then
 	say "timed out after ${timeout}s; kernel log: $run/console.log"
 	tail -n 20 "$run/console.log" >&2
 	status=124
@@ -135,12 +138,28 @@ elif [ -z "$status" ]; then
 	tail -n 30 "$run/console.log" >&2
 	status=1
 fi
-splats='(BUG:|Oops|WARNING:|Kernel panic|panicked at|general protection fault|UBSAN:|KASAN:|possible recursive locking|possible circular locking|inconsistent lock state|sleeping function called from invalid context|unreferenced object|Call Trace:)'
+# What the kernel reports when something went wrong: oopses, BUG()s and BUG: reports
+# (including "watchdog: BUG: soft lockup"), warnings, panics, the sanitizers, lockdep, Rust
+# panics, the hung-task detector, RCU stalls, hard lockups, and any stack trace.
+splats='(BUG:|kernel BUG at|Oops|WARNING:|Kernel panic|panicked at|general protection fault'
+splats+='|UBSAN:|KASAN:|KFENCE:|possible recursive locking|possible circular locking'
+splats+='|inconsistent lock state|sleeping function called from invalid context|unreferenced object'
+splats+='|INFO: task .* blocked for more than|blocked for more than [0-9]+ seconds|hung_task'
+splats+='|soft lockup|hard LOCKUP|rcu: INFO:|detected stalls? on CPU|self-detected stall|RCU Stall'
+splats+='|rcu_(preempt|sched|bh|tasks[a-z_]*) detected stall|Call Trace:)'
+problem=0
 if grep -aqE "$splats" "$run/console.log"; then
 	say "the guest kernel reported a problem:"
-	grep -aE -A3 "$splats" "$run/console.log" | head -n 40 >&2
-	[ "$status" -ne 0 ] || status=1
+	grep -aE -A3 "$splats" "$run/console.log" | tr -d '\r' | head -n 40 >&2
+	problem=1
 fi
+# A console that lost messages may have lost a report: the log cannot be called clean.
+if grep -aq 'printk messages dropped' "$run/console.log"; then
+	say "the guest kernel log lost messages, so it may hide a report:"
+	grep -a 'printk messages dropped' "$run/console.log" | tr -d '\r' | head -n 5 >&2
+	problem=1
+fi
+[ $problem -eq 0 ] || [ "$status" -ne 0 ] || status=1
 guest=$(grep -aom1 'Linux version [^ ]*' "$run/console.log" || true)
 say "${guest:-guest kernel did not boot} ($accel); exit $status; logs in $run"
 exit "$status"

@@ -24,7 +24,9 @@
 //! - scaling: W writers and R readers of 4 KiB messages, W and R in {1, 2, 4};
 //! - the seeds' configuration (capacity 128) as a reference point.
 //!
-//! Output: one JSON document on one line of stdout; progress goes to stderr.
+//! Output: one JSON document on one line of stdout; progress goes to stderr. Exit status: 0,
+//! or 3 when the run completed but a transfer stalled (the JSON has the stall reports), or 1
+//! when it failed.
 //! `--smoke` runs a subset that takes seconds, with the same output format.
 
 use crate::util::{blocked_in_syscall, open, reload, Helper, DEV, SYS_READ, SYS_WRITE};
@@ -41,7 +43,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     process::{ChildStdin, ChildStdout, Command, Stdio},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     thread,
@@ -457,6 +459,14 @@ impl From<String> for Fail {
 /// stalled: in a working pipe one side always has something to do within milliseconds.
 const STALL_SECS: u64 = 5;
 
+/// Transfers that stalled in this run, all cells together. A stall is a lost wakeup, a bug:
+/// the cell goes on without it and its report goes into the JSON (`stalls`, `stall_reports`),
+/// but the run then ends with [`STALL_EXIT`], so that no stall passes unnoticed.
+static STALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// The exit status of a bench run that completed, JSON and all, with stalls in it.
+const STALL_EXIT: i32 = 3;
+
 /// Watches a transfer's helpers from a thread; on a stall, records their state and kills
 /// them, so that the protocol reads in [`transfer`] end.
 struct Watchdog {
@@ -632,7 +642,8 @@ fn cell(
             let t = match run(o) {
                 Ok(t) => t,
                 Err(Fail::Stall(diag)) => {
-                    eprintln!("bench: {label} rep {} {}: {diag}", rep + 1, o.name());
+                    eprintln!("bench: STALL: {label} rep {} {}: {diag}", rep + 1, o.name());
+                    STALLS.fetch_add(1, Ordering::Relaxed);
                     stalls[(o == Obj::Mini) as usize].push(diag);
                     continue;
                 }
@@ -1033,6 +1044,14 @@ pub fn run(args: &[String]) -> i32 {
     match bench(&plan) {
         Ok(j) => {
             println!("{j}");
+            let stalls = STALLS.load(Ordering::Relaxed);
+            if stalls > 0 {
+                eprintln!(
+                    "bench: failed: {stalls} transfer(s) stalled (lost wakeups); \
+                     see stall_reports in the JSON"
+                );
+                return STALL_EXIT;
+            }
             0
         }
         Err(e) => {
