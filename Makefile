@@ -19,7 +19,7 @@ top := $(CURDIR)
 # rustfmt follows the crate root's `mod` items to the other files.
 rustfmt = rustfmt --edition 2021 --color never --config-path $(top)/kernel/rustfmt.toml mini_pipe.rs
 
-.PHONY: modules clean fmt fmtcheck clippy rust-analyzer kernel demo check logs help
+.PHONY: modules clean fmt fmtcheck clippy rust-analyzer kernel demo check mutants logs help
 
 ## modules: build mini_pipe.ko against KDIR (the default target)
 modules:
@@ -59,6 +59,10 @@ demo:
 ## check: the whole test suite: formatting, warnings, clippy, and the tests in the VM
 check:
 	@scripts/check.sh
+
+## mutants: mutation check: one-line bugs, one at a time, each must fail a test; writes logs/mutants.md (minutes)
+mutants:
+	@scripts/mutants.sh
 
 ## logs: regenerate logs/ from real runs of demo and check, stamped with the commit
 logs:
