@@ -74,7 +74,7 @@ m wake_writer_without_key src/pipe.rs 1/1 \
 	'fifo_eq_setup fifo_eq_epoll_exclusive_reader_leaves_writer_wakeup'
 m next_reader_not_woken src/pipe.rs 1/1 \
 	'let wake_next_reader = woken && !inner.ring.is_empty();' 'let wake_next_reader = woken && inner.ring.is_empty();' \
-	'fifo_eq_setup fifo_eq_two_readers_share_the_stream faults_kill_blocked'
+	'fifo_eq_setup fifo_eq_two_sleeping_readers_share_one_write'
 m open_no_w_counter_bump src/pipe.rs 1/2 \
 	'inner.w_counter = inner.w_counter.wrapping_add(1);' '// inner.w_counter = inner.w_counter.wrapping_add(1);' \
 	'fifo_eq_setup fifo_eq_open_reader_waits_for_writer fifo_eq_poll_no_hup_before_first_writer'
@@ -90,9 +90,9 @@ m publish_skips_queued src/pipe.rs 1/1 \
 m pseudo_edgetrigger_ignored src/pipe.rs 1/1 \
 	'self.pseudo_edgetrigger.load(Relaxed),' 'false,' \
 	'fifo_eq_setup fifo_eq_epoll_edge_triggered_every_write'
-m woken_writer_keeps_wakeup src/pipe.rs 1/2 \
-	'if woken {' 'if !woken {' \
-	'fifo_eq_setup fifo_eq_atomic_writes_under_contention faults_kill_blocked'
+m woken_writer_keeps_wakeup src/pipe.rs 1/1 \
+	'let wake = if woken {' 'let wake = if !woken {' \
+	'kunit:mini_pipe_wakeups.no_writer_left_asleep_with_its_room_free'
 m min_need_not_lowered src/pipe.rs 1/1 \
 	'self.min_need = self.min_need.min(need);' 'self.min_need = self.min_need.max(need);' \
 	'fifo_eq_setup fifo_eq_writer_wakes_on_bytes_vs_pages'

@@ -158,9 +158,25 @@ struct PipeInner {
 }
 
 impl PipeInner {
-    /// Notes that a writer needing `need` bytes of room is about to sleep for it.
-    fn writer_sleeps(&mut self, need: usize) {
+    /// Notes that a writer needing `need` bytes of room is about to sleep for it, and returns
+    /// whom it must wake first: if it was `woken` and finds too little room, whoever could use
+    /// that room, so that it does not keep a wakeup it cannot use (nobody if it was not woken).
+    fn writer_sleeps(&mut self, need: usize, woken: bool, atomic_max: usize) -> Wake {
+        let wake = if woken {
+            self.writer_leaves(atomic_max)
+        } else {
+            Wake::Nobody
+        };
         self.min_need = self.min_need.min(need);
+        wake
+    }
+
+    /// Whom a woken writer passes the wakeup on to as it leaves the room it leaves, when it is
+    /// done or goes back to sleep (fs/pipe.c's `wake_next_writer`): as if that room had just
+    /// been made.
+    fn writer_leaves(&mut self, atomic_max: usize) -> Wake {
+        let room = self.ring.room();
+        self.writers_to_wake(0, room, atomic_max)
     }
 
     /// Decides which writers a room change from `before` to `after` bytes must wake (see
@@ -648,11 +664,8 @@ impl Pipe {
             self.fasync_readers.kill(POLL_IN);
             // A woken writer that cannot use the room it found must not keep the wakeup from
             // one that could.
-            if woken {
-                let wake = inner.writers_to_wake(0, room, self.atomic_max);
-                self.wake_writers(wake, false);
-            }
-            inner.writer_sleeps(need);
+            let wake = inner.writer_sleeps(need, woken, self.atomic_max);
+            self.wake_writers(wake, false);
             let signal;
             (inner, signal) = self.wr_wait.wait(inner, Sleep::Exclusive);
             woken = true;
@@ -665,8 +678,7 @@ impl Pipe {
             }
         };
         let wake_next_writer = if woken {
-            let room = inner.ring.room();
-            inner.writers_to_wake(0, room, self.atomic_max)
+            inner.writer_leaves(self.atomic_max)
         } else {
             Wake::Nobody
         };
@@ -790,8 +802,8 @@ mod tests {
     }
 
     /// A small model of writers sleeping for room on a ring, driven by the real decisions
-    /// (`PipeInner::writer_sleeps`, `PipeInner::writers_to_wake`) in the order `read` and `write`
-    /// make them. Wakeups go to sleepers in queue order (`One`) or to all (`All`); a woken
+    /// (`PipeInner::writer_sleeps`, `writer_leaves`, `writers_to_wake`), called as `read` and
+    /// `write` call them. Wakeups go to sleepers in queue order (`One`) or to all (`All`); a woken
     /// writer runs later, as the scheduler would have it.
     struct Model {
         inner: PipeInner,
@@ -853,7 +865,8 @@ mod tests {
             if self.room() >= need {
                 self.fill(need);
             } else {
-                self.inner.writer_sleeps(need);
+                let wake = self.inner.writer_sleeps(need, false, self.atomic_max);
+                self.apply(wake);
                 self.asleep.push(need, GFP_KERNEL).unwrap();
             }
         }
@@ -877,14 +890,11 @@ mod tests {
             let need = self.woken.remove(0).unwrap();
             if self.room() >= need {
                 self.fill(need);
-                let room = self.room();
-                let wake = self.inner.writers_to_wake(0, room, self.atomic_max);
+                let wake = self.inner.writer_leaves(self.atomic_max);
                 self.apply(wake);
             } else {
-                let room = self.room();
-                let wake = self.inner.writers_to_wake(0, room, self.atomic_max);
+                let wake = self.inner.writer_sleeps(need, true, self.atomic_max);
                 self.apply(wake);
-                self.inner.writer_sleeps(need);
                 self.asleep.push(need, GFP_KERNEL).unwrap();
             }
         }

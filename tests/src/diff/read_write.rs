@@ -59,6 +59,22 @@ fn reader_woken_by_write(t: &mut Trace) -> TestResult {
     b.done(t, "blocked read")
 }
 
+/// Two readers asleep on an empty object, one write of more than the first takes: the first
+/// reader takes its share and passes the wakeup on, so the second gets the rest
+/// (fs/pipe.c's `wake_next_reader`), with no further write.
+fn two_sleeping_readers_share_one_write(t: &mut Trace) -> TestResult {
+    let (r, w) = t.pair()?;
+    let r2 = r.try_clone().map_err(|e| e.to_string())?;
+    let first = bg_read(r, 3);
+    first.blocked_in(t, &[SYS_READ])?;
+    let second = bg_read(r2, 3);
+    second.blocked_in(t, &[SYS_READ])?;
+    let _ = t.write(&w, b"abcdef");
+    first.done_or_blocked(t, "first reader", WAIT);
+    second.done_or_blocked(t, "second reader", WAIT);
+    Ok(())
+}
+
 fn reader_woken_by_last_writer_close(t: &mut Trace) -> TestResult {
     let (r, w) = t.pair()?;
     let b = bg_read(r, 64);
@@ -432,6 +448,10 @@ pub(super) const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "reader_woken_by_write",
         run: reader_woken_by_write,
+    },
+    Scenario {
+        name: "two_sleeping_readers_share_one_write",
+        run: two_sleeping_readers_share_one_write,
     },
     Scenario {
         name: "reader_woken_by_last_writer_close",
