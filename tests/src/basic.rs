@@ -5,23 +5,29 @@
 
 use crate::{
     util::{
-        blocked_in_syscall, ensure, is_loaded, open, pattern, reload, run, wait_until, Helper,
-        TestResult, DEV, KO, SYS_READ, SYS_WRITE,
+        blocked_in_syscall, ensure, is_loaded, open, open_within, pattern, reload, run, test,
+        wait_until, within, Helper, TestResult, DEV, KO, SYS_READ, SYS_WRITE,
     },
     Test,
 };
 use nix::{
+    errno::Errno,
     fcntl::{fcntl, FcntlArg, OFlag},
     libc,
+    poll::PollFlags,
     sys::{
+        epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout},
+        select::{select, FdSet},
         signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal},
         stat::{major, minor, stat, SFlag},
+        time::TimeVal,
     },
     unistd::Pid,
 };
 use std::{
-    io::{ErrorKind, Read, Write},
-    os::fd::AsRawFd,
+    fs::File,
+    io::{Read, Write},
+    os::fd::{AsFd, AsRawFd},
     process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -29,21 +35,22 @@ use std::{
 
 pub fn tests() -> Vec<Test> {
     vec![
-        Test::new("device_node", Box::new(device_node)),
-        Test::new("rmmod_insmod", Box::new(rmmod_insmod)),
-        Test::new("capacity_out_of_range", Box::new(capacity_out_of_range)),
-        Test::new("cat_echo_rendezvous", Box::new(cat_echo_rendezvous)),
-        Test::new(
-            "writer_blocks_at_capacity",
-            Box::new(writer_blocks_at_capacity),
+        test("device_node", device_node),
+        test("rmmod_insmod", rmmod_insmod),
+        test("capacity_out_of_range", capacity_out_of_range),
+        test("cat_echo_rendezvous", cat_echo_rendezvous),
+        test("writer_blocks_at_capacity", writer_blocks_at_capacity),
+        test("bulk_16mib_intact", bulk_16mib_intact),
+        test("signal_interrupts_read", signal_interrupts_read),
+        test("nonblock_eagain", nonblock_eagain),
+        test("eof_after_last_writer", eof_after_last_writer),
+        test("epipe_without_reader", epipe_without_reader),
+        test("fdinfo_shows_state", fdinfo_shows_state),
+        test(
+            "poll_reports_only_documented_events",
+            poll_reports_only_documented_events,
         ),
-        Test::new("bulk_16mib_intact", Box::new(bulk_16mib_intact)),
-        Test::new("signal_interrupts_read", Box::new(signal_interrupts_read)),
-        Test::new("nonblock_eagain", Box::new(nonblock_eagain)),
-        Test::new("eof_after_last_writer", Box::new(eof_after_last_writer)),
-        Test::new("epipe_without_reader", Box::new(epipe_without_reader)),
-        Test::new("fdinfo_shows_state", Box::new(fdinfo_shows_state)),
-        Test::new("fuzz", Box::new(crate::fuzz::test)),
+        test("fuzz", crate::fuzz::test),
     ]
 }
 
@@ -97,11 +104,14 @@ fn rmmod_insmod() -> TestResult {
     let (st, out) = run("insmod", &[KO], SHORT)?;
     ensure!(st.success(), "insmod failed: {out}");
     wait_until("the node is back", SHORT, || stat(DEV).is_ok())?;
-    let mut f = open(DEV, true, true, 0).map_err(|e| format!("open after reload: {e}"))?;
-    f.write_all(b"again").map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 5];
-    f.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    ensure!(&buf == b"again", "read back {buf:?}");
+    // Non-blocking, so that a broken device fails the calls instead of hanging them.
+    let mut f =
+        open(DEV, true, true, libc::O_NONBLOCK).map_err(|e| format!("open after reload: {e}"))?;
+    let n = f.write(b"again").map_err(|e| format!("write: {e}"))?;
+    ensure!(n == 5, "write of 5 bytes wrote {n}");
+    let mut buf = [0u8; 8];
+    let n = f.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+    ensure!(&buf[..n] == b"again", "read back {:?}", &buf[..n]);
     Ok(())
 }
 
@@ -174,18 +184,21 @@ fn writer_blocks_at_capacity() -> TestResult {
         "the writer woke up with no reader"
     );
     fcntl(&rd, FcntlArg::F_SETFL(OFlag::empty())).map_err(|e| e.to_string())?;
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 64];
-    loop {
-        let n = rd
-            .read(&mut chunk)
-            .map_err(|e| format!("read after {}: {e}", got.len()))?;
-        if n == 0 {
-            break;
+    // Blocking reads until end-of-file, on a thread of their own with a deadline.
+    let got = within("reading the 200 bytes to end-of-file", SHORT, move || {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 64];
+        loop {
+            let n = rd
+                .read(&mut chunk)
+                .map_err(|e| format!("read after {}: {e}", got.len()))?;
+            if n == 0 {
+                return Ok(got);
+            }
+            ensure!(got.len() + n <= 200, "more than 200 bytes arrived");
+            got.extend_from_slice(&chunk[..n]);
         }
-        ensure!(got.len() + n <= 200, "more than 200 bytes arrived");
-        got.extend_from_slice(&chunk[..n]);
-    }
+    })??;
     let mut want = vec![0u8; 200];
     pattern(7, 0, &mut want);
     ensure!(got == want, "the 200 bytes differ from what was written");
@@ -193,7 +206,6 @@ fn writer_blocks_at_capacity() -> TestResult {
     ensure!(out.trim() == "200", "the writer reports {:?}", out.trim());
     let st = writer.wait_within(SHORT)?;
     ensure!(st.success(), "writer exited with {st}");
-    drop(rd);
     reload(&[])
 }
 
@@ -206,29 +218,32 @@ fn bulk_16mib_intact() -> TestResult {
         "write",
         &[SEED.to_string(), TOTAL.to_string(), "4099".into()],
     )?;
-    let mut rd = open(DEV, true, false, 0).map_err(|e| format!("open: {e}"))?;
-    let mut buf = vec![0u8; 65536];
-    let mut want = vec![0u8; 65536];
-    let mut off = 0u64;
-    let mut sum = 0u64;
-    loop {
-        let n = rd
-            .read(&mut buf)
-            .map_err(|e| format!("read at {off}: {e}"))?;
-        if n == 0 {
-            break;
+    // The blocking open (it waits for the writer) and reads, with a deadline.
+    let (off, sum) = within("reading 16 MiB to end-of-file", LONG, move || {
+        let mut rd = open(DEV, true, false, 0).map_err(|e| format!("open: {e}"))?;
+        let mut buf = vec![0u8; 65536];
+        let mut want = vec![0u8; 65536];
+        let mut off = 0u64;
+        let mut sum = 0u64;
+        loop {
+            let n = rd
+                .read(&mut buf)
+                .map_err(|e| format!("read at {off}: {e}"))?;
+            if n == 0 {
+                return Ok((off, sum));
+            }
+            pattern(SEED, off, &mut want[..n]);
+            ensure!(
+                buf[..n] == want[..n],
+                "bytes {off}..{} differ from what was written",
+                off + n as u64
+            );
+            sum = buf[..n]
+                .iter()
+                .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(b as u64));
+            off += n as u64;
         }
-        pattern(SEED, off, &mut want[..n]);
-        ensure!(
-            buf[..n] == want[..n],
-            "bytes {off}..{} differ from what was written",
-            off + n as u64
-        );
-        sum = buf[..n]
-            .iter()
-            .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(b as u64));
-        off += n as u64;
-    }
+    })??;
     ensure!(off == TOTAL, "read {off} bytes, not {TOTAL}");
     let out = writer.output_within(LONG)?;
     ensure!(
@@ -292,17 +307,20 @@ fn nonblock_eagain() -> TestResult {
 fn eof_after_last_writer() -> TestResult {
     reload(&[])?;
     let mut writer = Helper::spawn("write", &["1".into(), "10".into(), "0".into()])?;
-    let mut rd = open(DEV, true, false, 0).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 64];
-    let mut got = 0;
-    loop {
-        match rd.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("read: {e}")),
+    // The blocking open and reads, with a deadline (the thread gives up on EINTR, which is
+    // how `within` ends a read that did not end by itself).
+    let got = within("reading to end-of-file", SHORT, move || {
+        let mut rd = open(DEV, true, false, 0).map_err(|e| format!("open: {e}"))?;
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        loop {
+            match rd.read(&mut buf[got..]) {
+                Ok(0) => return Ok::<_, String>(got),
+                Ok(n) => got += n,
+                Err(e) => return Err(format!("read after {got}: {e}")),
+            }
         }
-    }
+    })??;
     ensure!(got == 10, "read {got} bytes before end-of-file, not 10");
     ensure!(writer.wait_within(SHORT)?.success(), "writer failed");
     Ok(())
@@ -312,7 +330,7 @@ fn eof_after_last_writer() -> TestResult {
 fn epipe_without_reader() -> TestResult {
     reload(&[])?;
     let rd = open(DEV, true, false, libc::O_NONBLOCK).map_err(|e| e.to_string())?;
-    let mut wr = open(DEV, false, true, 0).map_err(|e| e.to_string())?;
+    let mut wr = open_within(DEV, false, true, 0, SHORT)?;
     drop(rd);
     SIGPIPE_SEEN.store(false, Ordering::SeqCst);
     let act = SigAction::new(
@@ -322,9 +340,13 @@ fn epipe_without_reader() -> TestResult {
     );
     // SAFETY: The handler only stores to an atomic, which is async-signal-safe.
     let old = unsafe { sigaction(Signal::SIGPIPE, &act) }.map_err(|e| e.to_string())?;
-    let err = wr.write(b"x").err().and_then(|e| e.raw_os_error());
+    // SIGPIPE goes to the thread that writes, and the handler runs there.
+    let err = within("a write with no reader", SHORT, move || {
+        wr.write(b"x").err().and_then(|e| e.raw_os_error())
+    });
     // SAFETY: Restores the disposition the Rust runtime had set (SIG_IGN).
     unsafe { sigaction(Signal::SIGPIPE, &old) }.map_err(|e| e.to_string())?;
+    let err = err?;
     ensure!(
         err == Some(libc::EPIPE),
         "write without a reader: {err:?}, not EPIPE"
@@ -342,9 +364,10 @@ extern "C" fn on_sigpipe(_: i32) {
 /// /proc/PID/fdinfo/FD shows the capacity, the bytes queued and the readers and writers.
 fn fdinfo_shows_state() -> TestResult {
     reload(&["capacity=4096"])?;
-    let mut f = open(DEV, true, true, 0).map_err(|e| e.to_string())?;
+    let mut f = open(DEV, true, true, libc::O_NONBLOCK).map_err(|e| e.to_string())?;
     let r = open(DEV, true, false, libc::O_NONBLOCK).map_err(|e| e.to_string())?;
-    f.write_all(b"12345").map_err(|e| e.to_string())?;
+    let n = f.write(b"12345").map_err(|e| e.to_string())?;
+    ensure!(n == 5, "write of 5 bytes wrote {n}");
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd()))
         .map_err(|e| format!("fdinfo: {e}"))?;
     for want in [
@@ -356,5 +379,150 @@ fn fdinfo_shows_state() -> TestResult {
         ensure!(info.contains(want), "fdinfo lacks {want:?}:\n{info}");
     }
     drop((f, r));
+    reload(&[])
+}
+
+/// The events mini_pipe must never report, even when asked for: it has no urgent data
+/// (POLLPRI, so select's exceptfds), no priority bands (POLLRDBAND, POLLWRBAND) and no
+/// half-close (POLLRDHUP), as pipe_poll.
+const NEVER: i16 = libc::POLLPRI | libc::POLLRDHUP | libc::POLLRDBAND | libc::POLLWRBAND;
+/// What the tests ask poll and epoll for: the documented events and the never-reported ones.
+const ASKED: i16 = libc::POLLIN | libc::POLLRDNORM | libc::POLLOUT | libc::POLLWRNORM | NEVER;
+/// The documented events (README, DIFF.md "poll, select, epoll"): data queued, room for an
+/// atomic write, no writer left (a reader), no reader left (a writer).
+const IN: i16 = libc::POLLIN | libc::POLLRDNORM;
+const OUT: i16 = libc::POLLOUT | libc::POLLWRNORM;
+const HUP: i16 = libc::POLLHUP;
+const ERR: i16 = libc::POLLERR;
+
+fn events(bits: i16) -> String {
+    format!("{:?}", PollFlags::from_bits_retain(bits))
+}
+
+/// What poll, epoll and select report for `f` now (zero timeouts: nothing waits) must be
+/// exactly `want`, with every event asked for.
+fn expect_events(f: &impl AsFd, what: &str, want: i16) -> TestResult {
+    let mut p = libc::pollfd {
+        fd: f.as_fd().as_raw_fd(),
+        events: ASKED,
+        revents: 0,
+    };
+    // SAFETY: One valid pollfd, and a zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    ensure!(n >= 0, "{what}: poll: {}", Errno::last());
+    ensure!(
+        p.revents & NEVER == 0,
+        "{what}: poll reports {}, which mini_pipe must never report",
+        events(p.revents & NEVER)
+    );
+    ensure!(
+        p.revents == want,
+        "{what}: poll reports {}, not the documented {}",
+        events(p.revents),
+        events(want)
+    );
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| e.to_string())?;
+    let asked = EpollFlags::from_bits_retain(ASKED as u16 as i32);
+    ep.add(f.as_fd(), EpollEvent::new(asked, 0))
+        .map_err(|e| format!("{what}: epoll_ctl: {e}"))?;
+    let mut evs = [EpollEvent::empty()];
+    let n = ep
+        .wait(&mut evs, EpollTimeout::ZERO)
+        .map_err(|e| format!("{what}: epoll_wait: {e}"))?;
+    let got = if n == 1 { evs[0].events().bits() } else { 0 };
+    ensure!(
+        got == i32::from(want as u16),
+        "{what}: epoll reports {:?}, not the documented {}",
+        EpollFlags::from_bits_retain(got),
+        events(want)
+    );
+    let mut except = FdSet::new();
+    except.insert(f.as_fd());
+    let mut tv = TimeVal::new(0, 0);
+    select(None, None, None, Some(&mut except), Some(&mut tv))
+        .map_err(|e| format!("{what}: select: {e}"))?;
+    ensure!(
+        !except.contains(f.as_fd()),
+        "{what}: select reports an exceptional condition (POLLPRI)"
+    );
+    Ok(())
+}
+
+/// One non-blocking write of `n` bytes, which must all go in.
+fn put(mut f: &File, n: usize) -> TestResult {
+    let w = f
+        .write(&vec![b'p'; n])
+        .map_err(|e| format!("write {n}: {e}"))?;
+    ensure!(w == n, "write of {n} bytes wrote {w}");
+    Ok(())
+}
+
+/// One non-blocking read of `n` bytes, which must all be there.
+fn take(mut f: &File, n: usize) -> TestResult {
+    let r = f
+        .read(&mut vec![0u8; n])
+        .map_err(|e| format!("read {n}: {e}"))?;
+    ensure!(r == n, "read of {n} bytes read {r}");
+    Ok(())
+}
+
+/// poll, epoll and select report exactly the documented events and never POLLPRI, POLLRDHUP,
+/// POLLRDBAND or POLLWRBAND, though every one of them is asked for: on reader, writer and
+/// O_RDWR files, empty, with some data, around the PIPE_BUF threshold, full, and after the
+/// writers or the reader have gone.
+fn poll_reports_only_documented_events() -> TestResult {
+    const CAP: usize = 8192;
+    reload(&[&format!("capacity={CAP}")])?;
+    let nb = libc::O_NONBLOCK;
+    let openf = |r: bool, w: bool| open(DEV, r, w, nb).map_err(|e| format!("open: {e}"));
+    let r = openf(true, false)?;
+    expect_events(&r, "reader, no writer yet", 0)?;
+    let w = openf(false, true)?;
+    let rw = openf(true, true)?;
+    let all = |state: &str, rm: i16, wm: i16, rwm: i16| -> TestResult {
+        expect_events(&r, &format!("reader, {state}"), rm)?;
+        expect_events(&w, &format!("writer, {state}"), wm)?;
+        expect_events(&rw, &format!("O_RDWR, {state}"), rwm)
+    };
+    all("empty", 0, OUT, OUT)?;
+    put(&w, 1)?;
+    all("1 byte queued", IN, OUT, IN | OUT)?;
+    put(&w, CAP - 4096 - 1)?;
+    all("4096 bytes of room", IN, OUT, IN | OUT)?;
+    put(&w, 1)?;
+    all("4095 bytes of room", IN, 0, IN)?;
+    put(&w, 4095)?;
+    all("full", IN, 0, IN)?;
+    // The writers go: the reader sees POLLHUP, with data and once drained.
+    drop(rw);
+    expect_events(&r, "reader, full, a writer left", IN)?;
+    drop(w);
+    expect_events(&r, "reader, full, no writer", IN | HUP)?;
+    take(&r, CAP)?;
+    expect_events(&r, "reader, drained, no writer", HUP)?;
+    // A writer again: no POLLHUP. Filled, then the reader goes: POLLERR.
+    let w = openf(false, true)?;
+    expect_events(&r, "reader, empty, a writer again", 0)?;
+    put(&w, CAP)?;
+    expect_events(&w, "writer, full", 0)?;
+    drop(r);
+    expect_events(&w, "writer, full, no reader", ERR)?;
+    let r = openf(true, false)?;
+    expect_events(&r, "reader, full, a writer", IN)?;
+    expect_events(&w, "writer, full, a reader again", 0)?;
+    take(&r, 4096)?;
+    drop(r);
+    expect_events(&w, "writer, 4096 bytes of room, no reader", OUT | ERR)?;
+    // An O_RDWR file is a reader and a writer: never POLLHUP nor POLLERR.
+    let rw = openf(true, true)?;
+    expect_events(&w, "writer, 4096 bytes of room, an O_RDWR reader", OUT)?;
+    expect_events(&rw, "O_RDWR, 4096 bytes queued, a writer", IN | OUT)?;
+    drop(w);
+    expect_events(&rw, "O_RDWR alone, 4096 bytes queued", IN | OUT)?;
+    take(&rw, 4096)?;
+    expect_events(&rw, "O_RDWR alone, empty", OUT)?;
+    put(&rw, CAP)?;
+    expect_events(&rw, "O_RDWR alone, full", IN)?;
+    drop(rw);
     reload(&[])
 }

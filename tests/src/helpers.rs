@@ -292,9 +292,19 @@ extern "C" fn count_storm(_: i32) {
     STORM_SIGNALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// `storm-writer PATH TOTAL` / `storm-reader PATH`: a pattern stream moved under a SIGALRM
-/// every 300 us (handler without SA_RESTART, so waits end early and copies come back short).
-/// The writer reports `accepted A signals S short P`, the reader `read R signals S bad B`.
+/// Stores count `n` in file `path`, for the test to watch.
+fn store_count(path: &str, n: u64) {
+    let _ = std::fs::write(path, n.to_string());
+}
+
+/// `storm-writer PATH STOP CUTS` / `storm-reader PATH CUTS`: a pattern stream moved under a
+/// SIGALRM every 300 us (handler without SA_RESTART, so waits end early and copies come back
+/// short), the writer's 100000-byte writes being larger than the ring so that each waits for
+/// room. The writer writes until file STOP exists and keeps in file CUTS how many writes a
+/// signal cut short (fewer bytes than asked, and the handler ran during the call); it reports
+/// `accepted A signals S short P eintr E unexplained U`, U being the writes that came back
+/// short with no signal. The reader reads to end-of-file and keeps in CUTS how many reads a
+/// signal ended with EINTR; it reports `read R signals S eintr E bad B`.
 fn storm(args: &[String], writer: bool) -> i32 {
     use nix::sys::{
         signal::{SigEvent, SigevNotify},
@@ -340,18 +350,25 @@ fn storm(args: &[String], writer: bool) -> i32 {
     };
     let signals = || STORM_SIGNALS.load(std::sync::atomic::Ordering::Relaxed);
     if writer {
-        let total: u64 = args[2].parse().unwrap_or(0);
-        let (mut off, mut short) = (0u64, 0u64);
+        let (stop, cuts) = (std::path::Path::new(&args[2]), &args[3]);
+        let (mut off, mut short, mut eintr, mut unexplained) = (0u64, 0u64, 0u64, 0u64);
+        store_count(cuts, 0);
         let mut buf = vec![0u8; 100_000];
-        while off < total {
-            let n = buf.len().min((total - off) as usize);
-            pattern(5, off, &mut buf[..n]);
-            match f.write(&buf[..n]) {
+        while !stop.exists() {
+            pattern(5, off, &mut buf);
+            let before = signals();
+            match f.write(&buf) {
+                Ok(w) if w == buf.len() => off += w as u64,
                 Ok(w) => {
-                    short += u64::from(w < n);
                     off += w as u64;
+                    if signals() != before {
+                        short += 1;
+                        store_count(cuts, short);
+                    } else {
+                        unexplained += 1;
+                    }
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => short += 1,
+                Err(e) if e.kind() == ErrorKind::Interrupted => eintr += 1,
                 Err(e) => {
                     println!("write at {off}: {e}");
                     return 1;
@@ -359,9 +376,14 @@ fn storm(args: &[String], writer: bool) -> i32 {
             }
         }
         drop(timer);
-        println!("accepted {off} signals {} short {short}", signals());
+        println!(
+            "accepted {off} signals {} short {short} eintr {eintr} unexplained {unexplained}",
+            signals()
+        );
     } else {
-        let (mut off, mut bad) = (0u64, 0u64);
+        let cuts = &args[2];
+        let (mut off, mut bad, mut eintr) = (0u64, 0u64, 0u64);
+        store_count(cuts, 0);
         let (mut buf, mut want) = (vec![0u8; 65536], vec![0u8; 65536]);
         loop {
             match f.read(&mut buf) {
@@ -371,7 +393,10 @@ fn storm(args: &[String], writer: bool) -> i32 {
                     bad += u64::from(buf[..n] != want[..n]);
                     off += n as u64;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {
+                    eintr += 1;
+                    store_count(cuts, eintr);
+                }
                 Err(e) => {
                     println!("read at {off}: {e}");
                     return 1;
@@ -379,7 +404,7 @@ fn storm(args: &[String], writer: bool) -> i32 {
             }
         }
         drop(timer);
-        println!("read {off} signals {} bad {bad}", signals());
+        println!("read {off} signals {} eintr {eintr} bad {bad}", signals());
     }
     0
 }

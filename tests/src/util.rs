@@ -2,13 +2,27 @@
 
 //! What the tests share: the device, module reloads, helper processes, bounded waits, and a
 //! reproducible byte stream.
+//!
+//! Every wait is bounded. A call that may block on the device runs in a helper process
+//! ([`Helper`]) or on a thread of its own ([`within`]), and the test waits for it with a
+//! deadline. A helper or thread that is still there when its deadline (or, for a helper, the
+//! SIGKILL that follows) has passed is reported with what the kernel says it is doing
+//! ([`describe_task`]) in the failing test's reason, and the run moves on.
 
+use crate::Test;
+use nix::{
+    sys::{
+        pthread::{pthread_kill, pthread_self},
+        signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal},
+    },
+    unistd::gettid,
+};
 use std::{
     fs::{File, OpenOptions},
     io::Read,
     os::unix::fs::OpenOptionsExt,
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
+    sync::{mpsc, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -29,6 +43,157 @@ macro_rules! ensure {
 }
 pub(crate) use ensure;
 
+/// How long a helper process gets to be gone after SIGKILL, and a thread to return after the
+/// signal that interrupts it, before it is reported as stuck.
+pub const KILL_WAIT: Duration = Duration::from_secs(30);
+
+/// Reports of helpers that did not go away when dropped, for the running test's reason
+/// (`Some` while a test made by [`test`] runs).
+static LATE: Mutex<Option<Vec<String>>> = Mutex::new(None);
+
+/// Adds `why` to the running test's reason (the test fails); outside such a test, prints it as
+/// a KTAP diagnostic at once.
+fn report_late(why: String) {
+    let mut late = LATE.lock().unwrap_or_else(|e| e.into_inner());
+    match late.as_mut() {
+        Some(v) => v.push(why),
+        None => why.lines().for_each(|l| println!("# {l}")),
+    }
+}
+
+/// A test named `name` running `run`: what a dropped [`Helper`] reports (one that did not die
+/// after SIGKILL) fails the test and joins its reason.
+pub fn test(name: &str, run: fn() -> TestResult) -> Test {
+    Test::new(
+        name,
+        Box::new(move || {
+            *LATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+            let verdict = run();
+            let late = LATE
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_default();
+            if late.is_empty() {
+                return verdict;
+            }
+            let mut why = verdict.err().map(|e| vec![e]).unwrap_or_default();
+            why.extend(late);
+            Err(why.join("\n"))
+        }),
+    )
+}
+
+/// The contents of a /proc file, trimmed, or why it could not be read.
+fn proc_text(path: &str) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => "(empty)".into(),
+        Ok(s) => s.trim_end().to_string(),
+        Err(e) => format!("(unreadable: {e})"),
+    }
+}
+
+/// What the kernel says task `dir` (`/proc/PID` or `/proc/PID/task/TID`) is doing: its stat
+/// line, wchan and kernel stack, and the wchan and stack of each of its threads. (The standard
+/// kernel has no CONFIG_STACKTRACE, so no stack files; the debug kernel has them.)
+pub fn describe_task(dir: &str) -> String {
+    let mut s = format!(
+        "{dir}/stat: {}\n{dir}/wchan: {}\n{dir}/stack:\n{}",
+        proc_text(&format!("{dir}/stat")),
+        proc_text(&format!("{dir}/wchan")),
+        proc_text(&format!("{dir}/stack"))
+    );
+    let mut tids: Vec<String> = std::fs::read_dir(format!("{dir}/task"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort();
+    for tid in tids {
+        let t = format!("{dir}/task/{tid}");
+        s += &format!(
+            "\n{t}/wchan: {}\n{t}/stack:\n{}",
+            proc_text(&format!("{t}/wchan")),
+            proc_text(&format!("{t}/stack"))
+        );
+    }
+    s
+}
+
+extern "C" fn on_interrupt(_: i32) {}
+
+/// Runs `f` on a thread of its own and waits at most `timeout` for its result: how a test
+/// makes a call that may block on the device (an open, a read, a write, an unload) a bounded
+/// wait. If `f` is still running then, the error says what the kernel says the thread is
+/// doing; the thread is then sent SIGUSR2, caught without SA_RESTART, so that an interruptible
+/// wait ends with EINTR and `f` returns, dropping the files it owns (`f` should give up on
+/// EINTR); whether it did within [`KILL_WAIT`] is in the error too.
+pub fn within<T: Send + 'static>(
+    what: &str,
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = mpsc::channel();
+    let (idtx, idrx) = mpsc::channel();
+    // Kept until the end, so that the pthread_t stays valid for pthread_kill.
+    let _handle = thread::spawn(move || {
+        let _ = idtx.send((gettid().as_raw(), pthread_self()));
+        let _ = tx.send(f());
+    });
+    let (tid, pthread) = idrx
+        .recv_timeout(timeout)
+        .map_err(|_| format!("{what}: the thread did not start within {timeout:?}"))?;
+    match rx.recv_timeout(timeout) {
+        Ok(v) => return Ok(v),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            return Err(format!(
+                "{what}: the thread ended without a result (a panic)"
+            ))
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+    }
+    let state = describe_task(&format!("/proc/self/task/{tid}"));
+    let act = SigAction::new(
+        SigHandler::Handler(on_interrupt),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: The handler does nothing, which is async-signal-safe.
+    let _ = unsafe { sigaction(Signal::SIGUSR2, &act) };
+    let after = match pthread_kill(pthread, Signal::SIGUSR2) {
+        Err(e) => format!("SIGUSR2 to thread {tid}: {e}"),
+        Ok(()) if rx.recv_timeout(KILL_WAIT).is_ok() => {
+            format!("thread {tid} returned once interrupted by SIGUSR2")
+        }
+        Ok(()) => format!(
+            "thread {tid} still there {KILL_WAIT:?} after SIGUSR2 (left behind):\n{}",
+            describe_task(&format!("/proc/self/task/{tid}"))
+        ),
+    };
+    Err(format!(
+        "{what}: still blocked after {timeout:?} (thread {tid})\n{state}\n{after}"
+    ))
+}
+
+/// [`open`] on a thread of its own, bounded by `timeout` (see [`within`]): for opens that wait
+/// for a partner, or that a broken device could make wait.
+pub fn open_within(
+    path: &str,
+    read: bool,
+    write: bool,
+    flags: i32,
+    timeout: Duration,
+) -> Result<File, String> {
+    let (p, what) = (
+        path.to_string(),
+        format!("open({path}, r={read} w={write})"),
+    );
+    within(&what, timeout, move || open(&p, read, write, flags))?
+        .map_err(|e| format!("{what}: {e}"))
+}
+
 /// Opens `path` with `O_RDONLY`, `O_WRONLY` or `O_RDWR` (`read`, `write`) plus `flags`.
 pub fn open(path: &str, read: bool, write: bool, flags: i32) -> std::io::Result<File> {
     OpenOptions::new()
@@ -48,8 +213,9 @@ pub fn run(cmd: &str, args: &[&str], timeout: Duration) -> Result<(ExitStatus, S
         .spawn()
         .map_err(|e| format!("{cmd}: {e}"))?;
     let mut child = Helper::new(child);
-    let out = child.output_within(timeout)?;
-    let status = child.wait_within(timeout)?;
+    let what = |e: String| format!("{cmd} {args:?}: {e}");
+    let out = child.output_within(timeout).map_err(what)?;
+    let status = child.wait_within(timeout).map_err(what)?;
     Ok((status, out))
 }
 
@@ -174,8 +340,9 @@ impl Helper {
         let rx = self.output.as_ref().unwrap();
         rx.recv_timeout(timeout).map_err(|_| {
             format!(
-                "no end of output from pid {} within {timeout:?}",
-                self.pid()
+                "no end of output from pid {} within {timeout:?}\n{}",
+                self.pid(),
+                describe_task(&format!("/proc/{}", self.pid()))
             )
         })
     }
@@ -189,20 +356,38 @@ impl Helper {
             }
             if start.elapsed() > timeout {
                 return Err(format!(
-                    "pid {} still running after {timeout:?}",
-                    self.pid()
+                    "pid {} still running after {timeout:?}\n{}",
+                    self.pid(),
+                    describe_task(&format!("/proc/{}", self.pid()))
                 ));
             }
             thread::sleep(Duration::from_millis(2));
         }
     }
+
+    /// Sends SIGKILL (unless the child has exited) and reaps it, bounded by `timeout`. A child
+    /// still there then (asleep where SIGKILL cannot wake it) is left behind, and the error
+    /// says what the kernel says it is doing.
+    pub fn kill_within(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            return Ok(st);
+        }
+        let _ = self.child.kill();
+        self.wait_within(timeout).map_err(|why| {
+            format!(
+                "helper pid {} did not exit within {timeout:?} of SIGKILL: {why}",
+                self.pid()
+            )
+        })
+    }
 }
 
 impl Drop for Helper {
+    /// Kills a child the test has not reaped; one that does not die within [`KILL_WAIT`] fails
+    /// the running test (see [`test`]) rather than hanging the run.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if let Err(why) = self.kill_within(KILL_WAIT) {
+            report_late(why);
         }
     }
 }
