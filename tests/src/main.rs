@@ -73,7 +73,7 @@ fn ktap(tests: &[&Test]) -> bool {
     println!("1..{}", tests.len());
     let mut failed = 0;
     for (i, t) in tests.iter().enumerate() {
-        match (t.run)() {
+        match util::with_late_reports(|| (t.run)()) {
             Ok(()) => println!("ok {} {}", i + 1, t.name),
             Err(why) => {
                 failed += 1;

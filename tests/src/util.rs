@@ -61,27 +61,27 @@ fn report_late(why: String) {
     }
 }
 
-/// A test named `name` running `run`: what a dropped [`Helper`] reports (one that did not die
-/// after SIGKILL) fails the test and joins its reason.
+/// A test named `name` running `run`.
 pub fn test(name: &str, run: fn() -> TestResult) -> Test {
-    Test::new(
-        name,
-        Box::new(move || {
-            *LATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
-            let verdict = run();
-            let late = LATE
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .unwrap_or_default();
-            if late.is_empty() {
-                return verdict;
-            }
-            let mut why = verdict.err().map(|e| vec![e]).unwrap_or_default();
-            why.extend(late);
-            Err(why.join("\n"))
-        }),
-    )
+    Test::new(name, Box::new(run))
+}
+
+/// Runs one test: what a dropped [`Helper`] reports while it runs (one that did not die after
+/// SIGKILL) fails the test and joins its reason. main.rs runs every test through this.
+pub fn with_late_reports(run: impl FnOnce() -> TestResult) -> TestResult {
+    *LATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    let verdict = run();
+    let late = LATE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_default();
+    if late.is_empty() {
+        return verdict;
+    }
+    let mut why = verdict.err().map(|e| vec![e]).unwrap_or_default();
+    why.extend(late);
+    Err(why.join("\n"))
 }
 
 /// The contents of a /proc file, trimmed, or why it could not be read.
