@@ -85,7 +85,7 @@ m pipe_buf_write_not_atomic src/pipe.rs 1/1 \
 	'if total <= atomic_max {' 'if total < atomic_max {' \
 	'fifo_eq_setup fifo_eq_write_nonblock_atomic_needs_room fifo_eq_atomic_write_waits_for_room'
 m publish_skips_queued src/pipe.rs 1/1 \
-	'u.queued.store(inner.ring.len(), Relaxed);' '// u.queued.store(inner.ring.len(), Relaxed);' \
+	'self.unlocked.queued.store(inner.ring.len(), Relaxed);' '// self.unlocked.queued.store(inner.ring.len(), Relaxed);' \
 	'fifo_eq_setup fifo_eq_fionread_counts_bytes fifo_eq_poll_reader_and_writer'
 m pseudo_edgetrigger_ignored src/pipe.rs 1/1 \
 	'self.pseudo_edgetrigger.load(Relaxed),' 'false,' \

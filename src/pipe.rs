@@ -276,6 +276,11 @@ impl Pipe {
         u.w_counter.store(inner.w_counter, Relaxed);
     }
 
+    /// [`Pipe::publish`] for a read or write, which changes only the bytes queued.
+    fn publish_queued(&self, inner: &PipeInner) {
+        self.unlocked.queued.store(inner.ring.len(), Relaxed);
+    }
+
     /// Whether a poller has registered on the queue `polled` stands for, ordered after the
     /// `publish` that precedes it.
     ///
@@ -538,15 +543,21 @@ impl Pipe {
                 // of sleeping by turns (logs/bench/NOTES.md has what that changed). A faulting
                 // copy frees less room than foreseen; a woken writer that then finds too little
                 // passes the wakeup on or waits again (`write`).
-                if !self.wr_polled.load(Relaxed) {
+                let early = !self.wr_polled.load(Relaxed);
+                if early {
                     let after = before + want.min(inner.ring.len());
                     let wake = inner.writers_to_wake(before, after, self.atomic_max);
                     self.wake_writers(wake, false);
                 }
                 let copied = inner.ring.read_into(dst, want);
-                self.publish(&inner);
-                if self.polled_since_publish(&self.wr_polled) {
-                    let after = inner.ring.room();
+                self.publish_queued(&inner);
+                // Once somebody polls for room, the wakeup comes now, after the copy. A poller
+                // that registered during the copy needs one only if the room just became
+                // writable; only then is the (costly) ordering with its registration needed.
+                let after = inner.ring.room();
+                let became_writable =
+                    !writable(before, self.atomic_max) && writable(after, self.atomic_max);
+                if !early || (became_writable && self.polled_since_publish(&self.wr_polled)) {
                     wake_writers = inner.writers_to_wake(before, after, self.atomic_max);
                 }
                 break if copied == 0 { Err(EFAULT) } else { Ok(copied) };
@@ -628,12 +639,13 @@ impl Pipe {
                 // As in `read`, while nobody polls for data the reader is woken before the
                 // copy: it spins on the mutex while the bytes go in, and takes them as soon as
                 // this writer lets go.
-                if wake && !self.rd_polled.load(Relaxed) {
+                let early = !self.rd_polled.load(Relaxed);
+                if wake && early {
                     self.rd_wait.wake_one(POLLIN);
                 }
                 let copied = inner.ring.write_from(src, want);
-                self.publish(&inner);
-                wake_readers |= wake && self.polled_since_publish(&self.rd_polled);
+                self.publish_queued(&inner);
+                wake_readers |= wake && (!early || self.polled_since_publish(&self.rd_polled));
                 written += copied;
                 if copied < want.min(room) {
                     // `src` faulted: keep what arrived, report it (or the fault).
