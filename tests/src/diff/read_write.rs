@@ -248,14 +248,7 @@ fn unknown_ioctl_and_mmap(t: &mut Trace) -> TestResult {
     let f = t.open(OFlag::O_RDWR)?;
     // SAFETY: An ioctl number no driver knows, with no argument to dereference.
     let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x4d50_0001) };
-    t.note(format!(
-        "ioctl(unknown) = {}",
-        if r < 0 {
-            errno_name(Errno::last())
-        } else {
-            r.to_string()
-        }
-    ));
+    raw_result(t, "ioctl(unknown)", r as isize);
     // SAFETY: A fresh mapping request the kernel may refuse; nothing is mapped over.
     let m = unsafe {
         libc::mmap(

@@ -129,14 +129,7 @@ fn read_bad_buffer_keeps_data(t: &mut Trace) -> TestResult {
     let _ = t.write(&w, b"12345678");
     // SAFETY: read(2) with a NULL buffer: the kernel must fail the copy, not this process.
     let n = unsafe { libc::read(r.as_raw_fd(), std::ptr::null_mut(), 8) };
-    t.note(format!(
-        "read(NULL, 8) = {}",
-        if n < 0 {
-            errno_name(Errno::last())
-        } else {
-            n.to_string()
-        }
-    ));
+    raw_result(t, "read(NULL, 8)", n);
     t.fionread(&r);
     t.read_bytes(&r, 8);
     Ok(())
@@ -146,14 +139,7 @@ fn write_bad_buffer(t: &mut Trace) -> TestResult {
     let (r, w) = t.pair()?;
     // SAFETY: write(2) from a NULL buffer: the kernel must fail the copy, not this process.
     let n = unsafe { libc::write(w.as_raw_fd(), std::ptr::null(), 8) };
-    t.note(format!(
-        "write(NULL, 8) = {}",
-        if n < 0 {
-            errno_name(Errno::last())
-        } else {
-            n.to_string()
-        }
-    ));
+    raw_result(t, "write(NULL, 8)", n);
     t.fionread(&r);
     Ok(())
 }
