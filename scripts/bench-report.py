@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: GPL-2.0
 """Turn the JSON of `mini_pipe_test bench` into logs/bench/bench.{json,md,png}.
 
-usage: scripts/bench-report.py BENCH_JSON OUT_DIR --vm-line LINE --commit C --host-cpus N
-                               [--host-cpu MODEL]
+usage: scripts/bench-report.py OUT_DIR --run BENCH_JSON VM_LINE [--run BENCH_JSON VM_LINE]...
+                               --commit C --host-cpus N [--host-cpu MODEL]
 
-Called by scripts/bench.sh. The plot needs matplotlib; if it is missing it is installed
+Called by scripts/bench.sh, with one --run per VM run (one per vCPU count): the JSON that
+`mini_pipe_test bench` printed there, and vm.sh's "vm: Linux version" line. The plot needs matplotlib; if it is missing it is installed
 from PyPI with pip (non-interactively).
 """
 
@@ -42,19 +43,29 @@ def stalls(cell):
     return cell["fifo"]["stalls"], cell["mini_pipe"]["stalls"]
 
 
-def environment(args, bench):
-    m = re.search(r"Linux version (\S+) \((\w+)\)", args.vm_line or "")
+def environment(args):
+    return {
+        "host_cpus": int(args.host_cpus),
+        "host_cpu_model": args.host_cpu,
+        "commit": args.commit,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def run_environment(bench, vm_line):
+    """What one VM run ran on: kernel, accelerator, vCPUs."""
+    m = re.search(r"Linux version (\S+) \((\w+)\)", vm_line or "")
     return {
         "kernel": m.group(1) if m else bench["guest"]["kernel"],
         "accelerator": (m.group(2).upper() if m else "unknown"),
         "guest_cpus": bench["guest"]["cpus"],
         "guest_cpu_model": bench["guest"]["cpu_model"],
-        "host_cpus": int(args.host_cpus),
-        "host_cpu_model": args.host_cpu,
-        "commit": args.commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "vm_line": args.vm_line,
+        "vm_line": vm_line,
     }
+
+
+def cpus_name(n):
+    return f"{n} vCPU" + ("" if n == 1 else "s")
 
 
 def find_tp(bench, capacity, size):
@@ -75,99 +86,143 @@ def runs_range(side, key):
     return f"{fmt(min(runs), 1)}-{fmt(max(runs), 1)}" if runs else "n/a"
 
 
-def csw_reason(c):
-    """Why a cell's context switches are above the FIFO's, from the measurements: the kind of
-    switch that makes most of the difference, and whether the medians differ by more than the
-    FIFO's own spread between repetitions."""
+def tp_reason(c):
+    """What a throughput cell below the FIFO measured: the spread of both sides over the
+    repetitions, whether the medians differ by more than the FIFO's own spread, and the kind of
+    context switch that grew most."""
     f, m = c["fifo"], c["mini_pipe"]
+    parts = [f"MiB/s over the repetitions: FIFO {runs_range(f, 'mib_s_runs')}, "
+             f"mini_pipe {runs_range(m, 'mib_s_runs')}"]
+    fruns = f.get("mib_s_runs") or []
+    if fruns and m["mib_s"] is not None and min(fruns) <= m["mib_s"]:
+        parts.append("mini_pipe's median inside the FIFO's range")
+    if stalls(c)[1]:
+        parts.append(f"{stalls(c)[1]} mini_pipe stalls")
     fk, mk = f.get("csw_per_mib_by_kind"), m.get("csw_per_mib_by_kind")
-    parts = []
     if fk and mk:
         key, what = max(KINDS, key=lambda k: (mk[k[0]] or 0) - (fk[k[0]] or 0))
-        parts.append(f"{what}: {fmt(mk[key], 1)} against {fmt(fk[key], 1)} per MiB")
-    fruns = f.get("csw_per_mib_runs") or []
-    if fruns and min(fruns) <= m["csw_per_mib"] <= max(fruns):
-        parts.append(f"inside the FIFO's own range over the repetitions "
-                     f"({runs_range(f, 'csw_per_mib_runs')}; mini_pipe "
-                     f"{runs_range(m, 'csw_per_mib_runs')})")
+        if (mk[key] or 0) > 1.1 * (fk[key] or 0) + 0.1:
+            parts.append(f"most grown: {what}, {fmt(mk[key], 1)} against {fmt(fk[key], 1)} "
+                         "per MiB")
     return "; ".join(parts)
 
 
-def targets(bench):
-    """The issue's targets: (name, measured, verdict) with verdict met/missed/not measured."""
+def cell_name(c):
+    if "writers" in c:
+        return f"{c['writers']} x {c['readers']}"
+    return f"{size_name(c['capacity'])}/{size_name(c['write_size'])}"
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    if not n:
+        return None
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def at_least_one(runs, pick, what):
+    """The target "every cell `pick` chooses at >= 1.0x the FIFO's throughput, on every vCPU
+    count": (name, measured, verdict)."""
+    measured, ok, ran = [], True, False
+    for run in runs:
+        cells = pick(run)
+        if not cells:
+            continue
+        ran = True
+        bad = [c for c in cells if c["ratio_mib_s"] is None or c["ratio_mib_s"] < 1.0]
+        ok = ok and not bad
+        text = (f"{cpus_name(run['guest']['cpus'])}: {len(cells) - len(bad)}/{len(cells)} "
+                f"at or above, lowest {ratio(min(c['ratio_mib_s'] or 0 for c in cells))}")
+        if bad:
+            text += "; below: " + "; ".join(
+                f"{cell_name(c)} {ratio(c['ratio_mib_s'])} ({tp_reason(c)})" for c in bad)
+        measured.append(text)
+    name = f"throughput >= 1.0x the FIFO's in every {what}, on every vCPU count"
+    if not ran:
+        return (name, "not run", "not measured")
+    return (name, "<br>".join(measured), "met" if ok else "missed")
+
+
+def targets(runs):
+    """The issues' targets: (name, measured, verdict) with verdict met/missed/not measured.
+    `runs`: the bench documents of the VM runs, most vCPUs first; the targets that predate the
+    1-vCPU run are judged on the first."""
     rows = []
-    cells = [find_tp(bench, 65536, s) for s in (64, 65536)]
+    big = lambda run: [c for c in run["throughput"] if c["write_size"] >= 512]
+    scaling = lambda run: run.get("scaling") or []
+    rows.append(at_least_one(runs, big, "throughput cell with writes of 512 B or more"))
+    rows.append(at_least_one(runs, scaling, "scaling cell (writers x readers)"))
+    cells = [(run, c) for run in runs for c in big(run) + scaling(run)]
+    ratios = [c["ratio_csw_per_mib"] for _, c in cells if c["ratio_csw_per_mib"] is not None]
+    name = ("context switches per MiB <= 1.0x the FIFO's in the median over those cells "
+            "(both tables, every vCPU count)")
+    if ratios:
+        med = median(ratios)
+        per_run = ", ".join(
+            f"{cpus_name(run['guest']['cpus'])} {ratio(median([c['ratio_csw_per_mib'] for r, c in cells if r is run and c['ratio_csw_per_mib'] is not None]))}"
+            for run in runs)
+        above = sum(r > 1.0 for r in ratios)
+        rows.append((name, f"median {ratio(med)} over {len(ratios)} cells ({per_run}); "
+                     f"{above} cells above 1.0x", "met" if med <= 1.0 else "missed"))
+    else:
+        rows.append((name, "not run", "not measured"))
+    first = runs[0]
+    where = f" ({cpus_name(first['guest']['cpus'])})"
+    cells = [find_tp(first, 65536, s) for s in (64, 65536)]
     if all(cells):
         rs = [c["ratio_mib_s"] for c in cells]
         ok = all(r is not None and r >= 1.0 for r in rs)
         rows.append((
-            "throughput >= 1.0x the FIFO's at 64 B and at 64 KiB writes, capacity 64 KiB",
+            "throughput >= 1.0x the FIFO's at 64 B and at 64 KiB writes, capacity 64 KiB" + where,
             f"64 B: {ratio(rs[0])}, 64 KiB: {ratio(rs[1])}"
-            + "".join(f" ({size_name(c['write_size'])} below 1.0x; MiB/s over the repetitions: "
-                      f"FIFO {runs_range(c['fifo'], 'mib_s_runs')}, mini_pipe "
-                      f"{runs_range(c['mini_pipe'], 'mib_s_runs')})"
-                      for c, r in zip(cells, rs) if r is not None and r < 1.0)
-            + "".join(f" ({size_name(c['write_size'])}: {stalls(c)[1]} mini_pipe stalls)"
-                      for c in cells if stalls(c)[1]),
+            + "".join(f" ({size_name(c['write_size'])} below 1.0x: {tp_reason(c)})"
+                      for c, r in zip(cells, rs) if r is None or r < 1.0),
             "met" if ok else "missed"))
     else:
-        rows.append(("throughput >= 1.0x at 64 B and 64 KiB writes, capacity 64 KiB",
+        rows.append(("throughput >= 1.0x at 64 B and 64 KiB writes, capacity 64 KiB" + where,
                      "cells not run", "not measured"))
-    big = [c for c in bench["throughput"] if c["write_size"] >= 512]
-    if big:
-        bad = [c for c in big if c["ratio_csw_per_mib"] is None or c["ratio_csw_per_mib"] > 1.0]
-        worst = max((c for c in big if c["ratio_csw_per_mib"] is not None),
-                    key=lambda c: c["ratio_csw_per_mib"], default=None)
-        measured = f"{len(big) - len(bad)}/{len(big)} cells at or below the FIFO"
-        if bad:
-            measured += "; above or not measured: " + "; ".join(
-                f"{size_name(c['capacity'])}/{size_name(c['write_size'])} "
-                + (f"{ratio(c['ratio_csw_per_mib'])} ({csw_reason(c)})"
-                   if c["ratio_csw_per_mib"] is not None
-                   else f"stalled {stalls(c)[1]}x")
-                for c in bad)
-        elif worst:
-            measured += f"; highest {ratio(worst['ratio_csw_per_mib'])}"
-        rows.append(("context switches per MiB <= the FIFO's at every write size >= 512 B "
-                     "(every capacity)", measured, "met" if not bad else "missed"))
-    lat = bench.get("latency")
+    lat = first.get("latency")
+    name = "median one-way wake-up latency <= 1.1x the FIFO's" + where
     if lat and lat.get("ratio_median") is not None:
         r = lat["ratio_median"]
-        rows.append(("median one-way wake-up latency <= 1.1x the FIFO's",
-                     f"{ratio(r)} ({fmt(lat['mini_pipe']['median_us'], 1)} us against "
+        rows.append((name, f"{ratio(r)} ({fmt(lat['mini_pipe']['median_us'], 1)} us against "
                      f"{fmt(lat['fifo']['median_us'], 1)} us)",
                      "met" if r <= 1.1 else "missed"))
     else:
-        rows.append(("median one-way wake-up latency <= 1.1x the FIFO's",
-                     "not measured" + (" (clock too coarse)" if lat else ""), "not measured"))
-    sc = [c for c in (bench.get("scaling") or []) if c["writers"] == 4 and c["readers"] == 4]
+        rows.append((name, "not measured" + (" (clock too coarse)" if lat else ""),
+                     "not measured"))
+    sc = [c for c in scaling(first) if c["writers"] == 4 and c["readers"] == 4]
+    name = "4 writers x 4 readers >= 0.9x the FIFO's throughput" + where
     if sc:
         r = sc[0]["ratio_mib_s"]
-        rows.append(("4 writers x 4 readers >= 0.9x the FIFO's throughput", ratio(r),
-                     "met" if r is not None and r >= 0.9 else "missed"))
+        rows.append((name, ratio(r), "met" if r is not None and r >= 0.9 else "missed"))
     else:
-        rows.append(("4 writers x 4 readers >= 0.9x the FIFO's throughput", "not run",
-                     "not measured"))
+        rows.append((name, "not run", "not measured"))
     return rows
 
 
-def markdown(bench, env):
+def markdown(runs, env):
     L = []
     add = L.append
-    mode = bench["mode"]
-    add(f"# mini_pipe against a FIFO: benchmark ({mode})")
+    first = runs[0]
+    add(f"# mini_pipe against a FIFO: benchmark ({first['mode']})")
     add("")
-    add("Written by `scripts/bench.sh` from `mini_pipe_test bench` (tests/src/bench.rs); the raw "
-        "numbers, every repetition, are in bench.json.")
+    add("Written by `scripts/bench.sh` from `mini_pipe_test bench` (tests/src/bench.rs), run in "
+        "one VM per vCPU count; the raw numbers, every repetition, are in bench.json.")
     add("")
     add(f"- commit: `{env['commit']}`, {env['date']}")
-    add(f"- guest: Linux {env['kernel']}, accelerator {env['accelerator']}, "
-        f"{env['guest_cpus']} CPUs ({env['guest_cpu_model']})")
+    for run in runs:
+        e = run["environment"]
+        add(f"- guest, {cpus_name(e['guest_cpus'])}: Linux {e['kernel']}, accelerator "
+            f"{e['accelerator']} ({e['guest_cpu_model']}); {run['repetitions']} repetition(s) "
+            f"of each cell; run {fmt(run['elapsed_s'], 0)} s")
     add(f"- host: {env['host_cpus']} CPUs ({env['host_cpu_model']}), possibly shared with "
-        "other VMs: absolute numbers under TCG are slow and noisy, the ratios are what counts")
-    add(f"- method: {bench['method']}; {bench['repetitions']} repetition(s) of each cell; "
-        f"whole run {fmt(bench['elapsed_s'], 0)} s")
-    clk = (bench.get("latency") or {}).get("clock")
+        "other VMs: absolute numbers under TCG are slow and noisy, the ratios are what counts. "
+        f"The host has {env['host_cpus']} cores, so a guest gets at most "
+        f"{env['host_cpus']} vCPUs that really run at once.")
+    add(f"- method: {first['method']}")
+    clk = (first.get("latency") or {}).get("clock")
     if clk:
         add(f"- clock: {clk['clock']} on `{clk['clocksource']}`, clock_getres "
             f"{clk['getres_ns']} ns, consecutive clock_gettime calls "
@@ -181,67 +236,88 @@ def markdown(bench, env):
     add("")
     add("| target | measured (mini_pipe / FIFO) | verdict |")
     add("|---|---|---|")
-    for name, measured, verdict in targets(bench):
+    for name, measured, verdict in targets(runs):
         add(f"| {name} | {measured} | **{verdict}** |")
     add("")
-    all_stalls = [(c, *stalls(c)) for c in bench["throughput"] + (bench.get("scaling") or [])
-                  + ([bench["seeds_reference"]] if bench.get("seeds_reference") else [])]
-    if any(s for _, f, m in all_stalls for s in (f, m)):
+    all_stalls = [stalls(c) for run in runs
+                  for c in run["throughput"] + (run.get("scaling") or [])
+                  + ([run["seeds_reference"]] if run.get("seeds_reference") else [])]
+    if any(f or m for f, m in all_stalls):
         add("**Stalls.** A run counts as stalled when every writer slept in write() and every "
             "reader in read() for 5 seconds; it was then killed and left out of the medians. "
             "See NOTES.md and the `stall_reports` in bench.json.")
         add("")
-    add("## Throughput, one writer process to one reader process")
+    for run in runs:
+        run_markdown(run, add)
+    add("![throughput against write size](bench.png)")
     add("")
-    add("Reader buffer: 64 KiB (1 MiB for 1 MiB writes). csw/MiB: voluntary + involuntary "
-        "context switches of writer and reader per MiB moved. Ratio: mini_pipe / FIFO "
-        "(throughput: higher is better; context switches: lower is better).")
+    return "\n".join(L)
+
+
+def add_tp_header(add):
+    """The header of a throughput table (the one-writer cells and the seeds' reference)."""
+    add("| capacity | write | MiB moved | FIFO MiB/s | mini_pipe MiB/s | ratio | "
+        "FIFO csw/MiB | mini_pipe csw/MiB | ratio | stalls FIFO/mini_pipe |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
+
+
+def tp_row(c):
+    f, m = c["fifo"], c["mini_pipe"]
+    return (f"| {size_name(c['capacity'])} | {size_name(c['write_size'])} | "
+            f"{fmt(c['bytes'] / 2**20)} | {fmt(f['mib_s'])} | {fmt(m['mib_s'])} | "
+            f"{ratio(c['ratio_mib_s'])} | {fmt(f['csw_per_mib'], 1)} | "
+            f"{fmt(m['csw_per_mib'], 1)} | {ratio(c['ratio_csw_per_mib'])} | "
+            f"{f['stalls']}/{m['stalls']} |")
+
+
+def add_kinds(cells, label, add):
+    """Context switches per MiB by kind, FIFO / mini_pipe, one row per cell."""
+    if not cells or not all(c["fifo"].get("csw_per_mib_by_kind") for c in cells):
+        return
+    add("Context switches per MiB by kind (medians over the repetitions), FIFO / mini_pipe. "
+        "Voluntary: the process slept, in a wait queue or on the mutex; involuntary: it was "
+        "preempted.")
     add("")
-    def add_tp_header():
-        """The header of a throughput table (the one-writer cells and the seeds' reference)."""
-        add("| capacity | write | MiB moved | FIFO MiB/s | mini_pipe MiB/s | ratio | "
-            "FIFO csw/MiB | mini_pipe csw/MiB | ratio | stalls FIFO/mini_pipe |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
-
-    add_tp_header()
-
-    def tp_row(c):
-        f, m = c["fifo"], c["mini_pipe"]
-        return (f"| {size_name(c['capacity'])} | {size_name(c['write_size'])} | "
-                f"{fmt(c['bytes'] / 2**20)} | {fmt(f['mib_s'])} | {fmt(m['mib_s'])} | "
-                f"{ratio(c['ratio_mib_s'])} | {fmt(f['csw_per_mib'], 1)} | "
-                f"{fmt(m['csw_per_mib'], 1)} | {ratio(c['ratio_csw_per_mib'])} | "
-                f"{f['stalls']}/{m['stalls']} |")
-
-    for c in bench["throughput"]:
-        add(tp_row(c))
+    add(f"| {label} | " + " | ".join(k.replace("_", " ") for k, _ in KINDS) + " |")
+    add("|---|" + "---|" * len(KINDS))
+    for c in cells:
+        fk, mk = c["fifo"]["csw_per_mib_by_kind"], c["mini_pipe"]["csw_per_mib_by_kind"]
+        add(f"| {cell_name(c)} | "
+            + " | ".join(f"{fmt(fk[k], 1)} / {fmt(mk[k], 1)}" for k, _ in KINDS) + " |")
     add("")
-    if all(c["fifo"].get("csw_per_mib_by_kind") for c in bench["throughput"]):
-        add("Context switches per MiB by kind (medians over the repetitions), FIFO / mini_pipe. "
-            "Voluntary: the process slept, in a wait queue or on the mutex; involuntary: it was "
-            "preempted.")
+
+
+def run_markdown(run, add):
+    """The tables of one VM run."""
+    cpus = cpus_name(run["guest"]["cpus"])
+    add(f"## {cpus}")
+    add("")
+    if run["throughput"]:
+        add(f"### Throughput, one writer process to one reader process ({cpus})")
         add("")
-        add("| capacity | write | " + " | ".join(k.replace("_", " ") for k, _ in KINDS) + " |")
-        add("|---|---|" + "---|" * len(KINDS))
-        for c in bench["throughput"]:
-            fk, mk = c["fifo"]["csw_per_mib_by_kind"], c["mini_pipe"]["csw_per_mib_by_kind"]
-            add(f"| {size_name(c['capacity'])} | {size_name(c['write_size'])} | "
-                + " | ".join(f"{fmt(fk[k], 1)} / {fmt(mk[k], 1)}" for k, _ in KINDS) + " |")
+        add("Reader buffer: 64 KiB (1 MiB for 1 MiB writes). csw/MiB: voluntary + involuntary "
+            "context switches of writer and reader per MiB moved. Ratio: mini_pipe / FIFO "
+            "(throughput: higher is better; context switches: lower is better).")
         add("")
-    s = bench.get("seeds_reference")
+        add_tp_header(add)
+        for c in run["throughput"]:
+            add(tp_row(c))
+        add("")
+        add_kinds(run["throughput"], "capacity/write", add)
+    s = run.get("seeds_reference")
     if s:
-        add("## The seeds' configuration: capacity 128, 64-byte writes")
+        add(f"### The seeds' configuration: capacity 128, 64-byte writes ({cpus})")
         add("")
         add(f"mini_pipe loaded with capacity=128; the FIFO asked for 128 bytes with F_SETPIPE_SZ "
             f"and got {s['fifo']['capacity_seen']} (a pipe holds at least one page), so this "
             "is a reference point, not a like-for-like comparison.")
         add("")
-        add_tp_header()
+        add_tp_header(add)
         add(tp_row(s))
         add("")
-    lat = bench.get("latency")
+    lat = run.get("latency")
     if lat:
-        add("## One-way wake-up latency")
+        add(f"### One-way wake-up latency ({cpus})")
         add("")
         add(f"Capacity {size_name(lat['capacity'])}, {lat['message_bytes']}-byte messages; "
             f"{lat['runs']} runs of {lat['messages_per_object_per_run']} messages per object, "
@@ -254,9 +330,9 @@ def markdown(bench, env):
             add(f"| {name} | {fmt(lat['fifo'].get(key), 1)} | "
                 f"{fmt(lat['mini_pipe'].get(key), 1)} | {ratio(r)} |")
         add("")
-    sc = bench.get("scaling")
+    sc = run.get("scaling")
     if sc:
-        add("## Scaling: writers x readers, 4 KiB messages")
+        add(f"### Scaling: writers x readers, 4 KiB messages ({cpus})")
         add("")
         add("Each writer writes its share in 4 KiB writes, each reader reads with a 4 KiB buffer; "
             "capacity 64 KiB.")
@@ -266,17 +342,15 @@ def markdown(bench, env):
         add("|---|---|---|---|---|---|---|---|---|")
         for c in sc:
             f, m = c["fifo"], c["mini_pipe"]
-            add(f"| {c['writers']} x {c['readers']} | {fmt(c['bytes'] / 2**20)} | "
+            add(f"| {cell_name(c)} | {fmt(c['bytes'] / 2**20)} | "
                 f"{fmt(f['mib_s'])} | {fmt(m['mib_s'])} | {ratio(c['ratio_mib_s'])} | "
                 f"{fmt(f['csw_per_mib'], 1)} | {fmt(m['csw_per_mib'], 1)} | "
                 f"{ratio(c['ratio_csw_per_mib'])} | {f['stalls']}/{m['stalls']} |")
         add("")
-    add("![throughput against write size](bench.png)")
-    add("")
-    return "\n".join(L)
+        add_kinds(sc, "writers x readers", add)
 
 
-def plot(bench, env, path):
+def plot(runs, env, path):
     try:
         import matplotlib
     except ImportError:
@@ -288,54 +362,64 @@ def plot(bench, env, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    caps = sorted({c["capacity"] for c in bench["throughput"]})
+    runs = [r for r in runs if r["throughput"]]
+    fig, axes = plt.subplots(1, max(len(runs), 1), figsize=(6 * max(len(runs), 1), 5), dpi=110,
+                             squeeze=False, sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, cap in enumerate(caps):
-        cells = sorted((c for c in bench["throughput"] if c["capacity"] == cap),
-                       key=lambda c: c["write_size"])
-        xs = [c["write_size"] for c in cells]
-        for side, style, marker in (("fifo", "--", "o"), ("mini_pipe", "-", "s")):
-            ys = [c[side]["mib_s"] if c[side]["mib_s"] is not None else float("nan")
-                  for c in cells]
-            ax.plot(xs, ys, linestyle=style, marker=marker, color=colors[i % len(colors)],
-                    label=f"{'FIFO' if side == 'fifo' else 'mini_pipe'}, capacity "
-                          f"{size_name(cap)}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("write size (bytes)")
-    ax.set_ylabel("throughput (MiB/s, median)")
-    ax.set_title(f"mini_pipe vs FIFO, 1 writer -> 1 reader\nLinux {env['kernel']}, "
-                 f"{env['accelerator']}, {env['guest_cpus']} vCPUs, "
-                 f"commit {env['commit'][:12]}", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    if any(c[side]["mib_s"] is None for c in bench["throughput"] for side in ("fifo", "mini_pipe")):
+    for ax, run in zip(axes[0], runs):
+        caps = sorted({c["capacity"] for c in run["throughput"]})
+        for i, cap in enumerate(caps):
+            cells = sorted((c for c in run["throughput"] if c["capacity"] == cap),
+                           key=lambda c: c["write_size"])
+            xs = [c["write_size"] for c in cells]
+            for side, style, marker in (("fifo", "--", "o"), ("mini_pipe", "-", "s")):
+                ys = [c[side]["mib_s"] if c[side]["mib_s"] is not None else float("nan")
+                      for c in cells]
+                ax.plot(xs, ys, linestyle=style, marker=marker, color=colors[i % len(colors)],
+                        label=f"{'FIFO' if side == 'fifo' else 'mini_pipe'}, capacity "
+                              f"{size_name(cap)}")
+        e = run["environment"]
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("write size (bytes)")
+        ax.set_ylabel("throughput (MiB/s, median)")
+        ax.set_title(f"1 writer -> 1 reader, {cpus_name(e['guest_cpus'])}\nLinux {e['kernel']}, "
+                     f"{e['accelerator']}, commit {env['commit'][:12]}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    if any(c[side]["mib_s"] is None for run in runs for c in run["throughput"]
+           for side in ("fifo", "mini_pipe")):
         fig.text(0.01, 0.01, "missing points: every run stalled (see bench.md)", fontsize=7)
+    fig.suptitle("mini_pipe vs FIFO", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("bench_json")
     p.add_argument("out_dir")
-    p.add_argument("--vm-line", default="")
+    p.add_argument("--run", nargs=2, action="append", required=True,
+                   metavar=("BENCH_JSON", "VM_LINE"))
     p.add_argument("--commit", default="unknown")
     p.add_argument("--host-cpus", default="0")
     p.add_argument("--host-cpu", default="")
     args = p.parse_args()
-    with open(args.bench_json) as f:
-        bench = json.load(f)
-    env = environment(args, bench)
+    runs = []
+    for path, vm_line in args.run:
+        with open(path) as f:
+            bench = json.load(f)
+        runs.append({"environment": run_environment(bench, vm_line), **bench})
+    runs.sort(key=lambda r: -r["guest"]["cpus"])
+    env = environment(args)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "bench.json"), "w") as f:
-        json.dump({"environment": env, **bench}, f, indent=1)
+        json.dump({"environment": env, "runs": runs}, f, indent=1)
         f.write("\n")
     with open(os.path.join(args.out_dir, "bench.md"), "w") as f:
-        f.write(markdown(bench, env))
-    plot(bench, env, os.path.join(args.out_dir, "bench.png"))
-    for name, measured, verdict in targets(bench):
+        f.write(markdown(runs, env))
+    plot(runs, env, os.path.join(args.out_dir, "bench.png"))
+    for name, measured, verdict in targets(runs):
+        measured = measured.replace("<br>", "; ")
         print(f"bench: target {verdict}: {name}: {measured}", file=sys.stderr)
 
 

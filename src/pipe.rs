@@ -14,12 +14,13 @@
 //!
 //! Wakeups carry poll keys, as in fs/pipe.c (`EPOLLIN | EPOLLRDNORM` on `rd_wait` for data,
 //! `EPOLLOUT | EPOLLWRNORM` on `wr_wait` for room), so a poller waiting for one never takes a
-//! wakeup meant for a task waiting for the other ([`crate::wait`]). Unlike fs/pipe.c, while
-//! nobody polls a queue, the wakeup that moves data along (a writer waking a reader, a reader
-//! waking a writer) is issued before the copy, with the mutex held: the woken task spins on the
-//! mutex while the copy runs, instead of being woken once it is over (DIFF.md, "Locking"). Once
-//! somebody polls, it is issued after the copy, as in fs/pipe.c, because a poller reads the
-//! state without the mutex and must not be woken before the state has changed.
+//! wakeup meant for a task waiting for the other ([`crate::wait`]). As in fs/pipe.c, the wakeup
+//! that moves data along (a writer waking a reader, a reader waking a writer) comes after the
+//! copy, once the mutex is dropped. Two things differ on a machine with more than one CPU: a
+//! write that fills the ring or a read that empties it wakes the other side before its copy,
+//! with the mutex held, so that the woken task spins on the mutex while the copy runs instead of
+//! being woken once it is over ([`wake_early`]); and the wakeup after a copy is a plain one, not
+//! fs/pipe.c's sync one ([`Pipe::sync_wakeups`]). DIFF.md, "Wakeups", has the measurements.
 
 use crate::{
     fops::FasyncList,
@@ -128,6 +129,28 @@ fn write_wakes_readers(was_empty: bool, pseudo_edgetrigger: bool) -> bool {
     was_empty || pseudo_edgetrigger
 }
 
+/// Whether a copy wakes the other side before it runs, with the mutex held, instead of after
+/// it, once the mutex is dropped, as fs/pipe.c does.
+///
+/// Early, the woken task spends its wake-up latency on the mutex, spinning on another CPU while
+/// the copy runs, and takes the mutex the moment the copy is over: the two sides overlap
+/// instead of sleeping by turns. That pays only when
+///
+/// - there is another CPU to spin on (`smp`): on one CPU the woken task preempts the copy, only
+///   to sleep on the mutex and be switched back (fs/pipe.c's sync wakeup after the unlock avoids
+///   exactly that);
+/// - the waker is about to wait for the task it wakes (`ends_turn`: its write fills the ring, or
+///   its read empties it). A writer that still has room, woken early, would have the reader
+///   take one write's bytes and go back to sleep, once per write; woken after the copy, the
+///   reader comes a little later and finds several;
+/// - nobody polls the queue (`polled`): a poller reads the state without the mutex and must not
+///   be woken before it has changed.
+///
+/// logs/bench/NOTES.md has the measurements that chose this rule.
+fn wake_early(smp: bool, ends_turn: bool, polled: bool) -> bool {
+    smp && ends_turn && !polled
+}
+
 /// How a file was opened, from its `f_mode` and `f_flags`.
 #[derive(Clone, Copy)]
 pub(crate) struct OpenMode {
@@ -233,6 +256,9 @@ pub(crate) struct Pipe {
     /// `pseudo_edgetrigger`, it lasts until the last file is closed.
     rd_polled: Atomic<bool>,
     wr_polled: Atomic<bool>,
+    /// The CPUs the kernel may run (`nr_cpu_ids`): with one, wakeups never come early
+    /// (`wake_early`).
+    cpus: u32,
 }
 
 impl Pipe {
@@ -263,6 +289,7 @@ impl Pipe {
             pseudo_edgetrigger: Atomic::new(false),
             rd_polled: Atomic::new(false),
             wr_polled: Atomic::new(false),
+            cpus: kernel::cpu::nr_cpu_ids(),
         })
     }
 
@@ -291,6 +318,28 @@ impl Pipe {
     fn polled_since_publish(&self, polled: &Atomic<bool>) -> bool {
         smp_mb(Full);
         polled.load(Relaxed)
+    }
+
+    /// Whether a read or write wakes the other side before its copy, with the mutex held,
+    /// rather than after it, as fs/pipe.c does (`wake_early`, which see).
+    ///
+    /// `ends_turn`: the copy leaves this side with nothing to do until the other has run (a
+    /// write that fills the ring, a read that empties it). `polled`: the flag of the queue to be
+    /// woken.
+    fn wakes_early(&self, ends_turn: bool, polled: &Atomic<bool>) -> bool {
+        wake_early(self.cpus > 1, ends_turn, polled.load(Relaxed))
+    }
+
+    /// Whether the wakeup a read or write sends after its copy, as it returns, is a sync one.
+    ///
+    /// fs/pipe.c's are: the hint that the waker is about to sleep. On one CPU that keeps the
+    /// woken task from preempting the waker for the few instructions it has left. On several,
+    /// the scheduler also takes the hint as a reason to run the woken task on the waker's CPU
+    /// (`wake_affine`), while this waker goes on (it did not fill or empty the ring, or it would
+    /// have woken early) and the other CPU may be idle: the two then share one CPU and switch
+    /// by turns. So there the wakeup is a plain one.
+    fn sync_wakeups(&self) -> bool {
+        self.cpus == 1
     }
 
     /// Registers a new open file and waits for its partner, as `fifo_open` does.
@@ -517,6 +566,15 @@ impl Pipe {
         }
     }
 
+    /// Wakes one reader, with the key for data; `sync` as for [`Pipe::wake_writers`].
+    fn wake_reader(&self, sync: bool) {
+        if sync {
+            self.rd_wait.wake_one_sync(POLLIN);
+        } else {
+            self.rd_wait.wake_one(POLLIN);
+        }
+    }
+
     /// Reads into `dst` (fs/pipe.c: `pipe_read`).
     ///
     /// Waits while the ring is empty and a writer exists, then returns what is queued up to
@@ -536,14 +594,11 @@ impl Pipe {
         let result = loop {
             if !inner.ring.is_empty() {
                 let before = inner.ring.room();
-                // While nobody polls for room, writers are woken before the copy, with the
-                // mutex held, where pipe.c wakes them after unlocking: a woken writer spends its
-                // wake-up on the mutex instead of in its wait queue, spins there while this copy
-                // runs, and finds the room when it gets the mutex. The two sides overlap instead
-                // of sleeping by turns (logs/bench/NOTES.md has what that changed). A faulting
-                // copy frees less room than foreseen; a woken writer that then finds too little
-                // passes the wakeup on or waits again (`write`).
-                let early = !self.wr_polled.load(Relaxed);
+                // When this read empties the ring, the writers may be woken before the copy
+                // (`wakes_early`); otherwise they are woken after it, as in fs/pipe.c. A
+                // faulting copy frees less room than foreseen; a woken writer that then finds
+                // too little passes the wakeup on or waits again (`write`).
+                let early = self.wakes_early(want >= inner.ring.len(), &self.wr_polled);
                 if early {
                     let after = before + want.min(inner.ring.len());
                     let wake = inner.writers_to_wake(before, after, self.atomic_max);
@@ -585,7 +640,7 @@ impl Pipe {
         };
         let wake_next_reader = woken && !inner.ring.is_empty();
         drop(inner);
-        self.wake_writers(wake_writers, true);
+        self.wake_writers(wake_writers, self.sync_wakeups());
         if wake_next_reader {
             self.rd_wait.wake_one_sync(POLLIN);
         }
@@ -636,10 +691,9 @@ impl Pipe {
                     inner.ring.is_empty(),
                     self.pseudo_edgetrigger.load(Relaxed),
                 );
-                // As in `read`, while nobody polls for data the reader is woken before the
-                // copy: it spins on the mutex while the bytes go in, and takes them as soon as
-                // this writer lets go.
-                let early = !self.rd_polled.load(Relaxed);
+                // When this write fills the ring, the reader may be woken before the copy
+                // (`wakes_early`); otherwise it is woken after it, as in fs/pipe.c.
+                let early = self.wakes_early(want >= room, &self.rd_polled);
                 if wake && early {
                     self.rd_wait.wake_one(POLLIN);
                 }
@@ -696,7 +750,7 @@ impl Pipe {
         };
         drop(inner);
         if wake_readers {
-            self.rd_wait.wake_one_sync(POLLIN);
+            self.wake_reader(self.sync_wakeups());
         }
         self.fasync_readers.kill(POLL_IN);
         self.wake_writers(wake_next_writer, true);
@@ -974,6 +1028,17 @@ mod tests {
             }
             m.settle();
         }
+    }
+
+    #[test]
+    fn early_wakeups_only_on_smp_at_the_end_of_a_turn_and_unpolled() {
+        assert!(wake_early(true, true, false));
+        // One CPU: the woken task could only preempt the copy.
+        assert!(!wake_early(false, true, false));
+        // The waker goes on (room left, or data left): wake after the copy.
+        assert!(!wake_early(true, false, false));
+        // A poller must see the new state when woken.
+        assert!(!wake_early(true, true, true));
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl Plan {
         } else {
             Plan {
                 smoke,
-                reps: reps.unwrap_or(7),
+                reps: reps.unwrap_or(9),
                 capacities: vec![4 * KIB, 64 * KIB, MIB],
                 write_sizes: vec![1, 64, 512, 4 * KIB, 64 * KIB, MIB],
                 scale,
