@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! mini_pipe: a named pipe as a misc character device, `/dev/mini_pipe`.
+//! mini_pipe: named pipes as character devices, `/dev/mini_pipe` (and `/dev/mini_pipe1`, ...).
 //!
 //! Every open of `/dev/mini_pipe` reaches the same pipe: a fixed-size byte ring guarded by a
 //! mutex, with readers waiting on `rd_wait` for data and writers on `wr_wait` for room. It
 //! behaves like a FIFO made with mkfifo(1) (fs/pipe.c and `fifo_open`): opens rendezvous, the
 //! last writer's close is end-of-file, a write with no reader is `EPIPE`, writes of at most
-//! `PIPE_BUF` bytes are atomic. DIFF.md lists where and why it differs.
+//! `PIPE_BUF` bytes are atomic. DIFF.md lists where and why it differs. With `pipes=N`, the
+//! module makes N independent pipes, `/dev/mini_pipe`, `/dev/mini_pipe1`, ...,
+//! `/dev/mini_pipe<N-1>`, each with its counters in `/sys/kernel/debug/mini_pipe/<node name>`.
 //!
 //! ```sh
 //! insmod mini_pipe.ko capacity=65536
@@ -17,13 +19,17 @@
 //! The crate is laid out as:
 //! - `ring`: the byte ring and its (at most two-segment) copies;
 //! - `pipe`: open, release, read and write: the semantics, all safe Rust;
+//! - `stats`: the counters of what happened in a pipe;
 //! - `wait`: wait queues whose wakeups carry a poll key, and poll table registration;
-//! - `fops`: the misc device registration and its `file_operations` trampolines.
+//! - `fops`: the `file_operations` trampolines;
+//! - `chrdev`: the device numbers, class, nodes and `cdev` that route opens to `fops`.
 //!
 //! - `kvec`: `iov_iter`s over kernel buffers, for the KUnit tests (with `CONFIG_KUNIT` only).
 //!
-//! `fops`, `wait` and `kvec` hold all the `unsafe` code.
+//! `chrdev`, `fops`, `wait` and `kvec` hold all the `unsafe` code.
 
+#[path = "src/chrdev.rs"]
+mod chrdev;
 #[path = "src/fops.rs"]
 mod fops;
 #[cfg(CONFIG_KUNIT = "y")]
@@ -33,43 +39,105 @@ mod kvec;
 mod pipe;
 #[path = "src/ring.rs"]
 mod ring;
+#[path = "src/stats.rs"]
+mod stats;
 #[path = "src/wait.rs"]
 mod wait;
 
-use fops::PipeDevice;
-use kernel::prelude::*;
+use chrdev::Chrdev;
+use kernel::{
+    debugfs::{
+        Dir,
+        File, //
+    },
+    prelude::*,
+};
 use pipe::Pipe;
 
-/// The largest `capacity` accepted: 16 MiB, 256 times the default. The ring is one kvmalloc'd
+/// The largest `capacity` accepted: 16 MiB, 256 times the default. Each ring is one kvmalloc'd
 /// allocation, so the limit keeps a typo from pinning a large part of memory.
 const MAX_CAPACITY: usize = 16 << 20;
+
+/// The most pipes one load makes.
+const MAX_PIPES: u32 = 64;
 
 module! {
     type: MiniPipeModule,
     name: "mini_pipe",
     authors: ["mini_pipe developers"],
-    description: "A named pipe as a misc device: /dev/mini_pipe",
+    description: "Named pipes as character devices: /dev/mini_pipe, /dev/mini_pipe1, ...",
     license: "GPL",
     params: {
         capacity: usize {
             default: 65536,
-            description: "Ring capacity in bytes (1 to 16777216; default 65536, as a Linux pipe)",
+            description: "Ring capacity in bytes of each pipe (1 to 16777216; default 65536, as a Linux pipe)",
+        },
+        pipes: u32 {
+            default: 1,
+            description: "Number of pipes (1 to 64; default 1): /dev/mini_pipe, /dev/mini_pipe1, ...",
         },
     },
 }
 
+/// The module's pipes, one per device number, each owned by its statistics file in debugfs
+/// (`/sys/kernel/debug/mini_pipe/<node name>`; without `CONFIG_DEBUG_FS` the file is not made,
+/// and the pipe is all there is).
+pub(crate) struct Pipes {
+    pipes: KVec<Pin<KBox<File<Pipe>>>>,
+    _dir: Dir,
+}
+
+impl Pipes {
+    /// `count` pipes of `capacity` bytes each.
+    fn new(count: u32, capacity: usize) -> Result<Self> {
+        let dir = Dir::new(c"mini_pipe");
+        let mut pipes = KVec::with_capacity(count as usize, GFP_KERNEL)?;
+        for index in 0..count as usize {
+            let name = chrdev::node_name(index)?;
+            let file = dir.read_callback_file(&name, Pipe::new(capacity), &|pipe: &Pipe, f| {
+                pipe.show(": ").write_to(f)
+            });
+            pipes.push(KBox::pin_init(file, GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        Ok(Self { pipes, _dir: dir })
+    }
+
+    /// How many pipes there are.
+    pub(crate) fn len(&self) -> usize {
+        self.pipes.len()
+    }
+
+    /// Pipe `index`, the one behind minor `index`.
+    pub(crate) fn get(&self, index: usize) -> Option<&Pipe> {
+        self.pipes.get(index).map(|file| &***file)
+    }
+}
+
 #[pin_data]
 struct MiniPipeModule {
-    #[pin]
-    device: PipeDevice,
+    // Declared first, so dropped first: once it is gone, no open can reach the pipes.
+    _chrdev: Chrdev,
+    pipes: Pipes,
 }
 
 impl kernel::InPlaceModule for MiniPipeModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            device <- PipeDevice::register(c"mini_pipe", 0o600, Pipe::new(capacity()?)),
+            // The pipes first: `Chrdev::register` makes them reachable, as its last step.
+            pipes: Pipes::new(pipe_count()?, capacity()?)?,
+            _chrdev: Chrdev::register(c"mini_pipe", pipes)?,
         })
     }
+}
+
+/// The `pipes` parameter, checked: out of range, loading fails with `EINVAL` and says why.
+fn pipe_count() -> Result<u32> {
+    let pipes = module_parameters::pipes.value();
+    if pipes == 0 || pipes > MAX_PIPES {
+        pr_err!("pipes={pipes} is out of range: use 1 to {MAX_PIPES}\n");
+        return Err(EINVAL);
+    }
+    Ok(pipes)
 }
 
 /// The `capacity` parameter, checked: out of range, loading fails with `EINVAL` and says why.

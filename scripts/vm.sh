@@ -71,6 +71,7 @@ cp /bin/busybox "$root/bin/busybox"
 cp "$top/mini_pipe.ko" "$root/lib/modules/"
 cp "$tests_bin/mini_pipe_test" "$root/tests/"
 cp "$top"/tests/guest/* "$root/tests/"
+cp "$top/scripts/watch.sh" "$root/tests/"
 for f in "${adds[@]}"; do cp "$f" "$root/extra/"; done
 cp "$top/tests/guest-init" "$root/init"
 chmod +x "$root/init" "$root"/tests/* "$root"/extra/* 2>/dev/null || true

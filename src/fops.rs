@@ -1,25 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The misc device and its `file_operations`: the only place mini_pipe touches C structures.
+//! The `file_operations` of the pipes' nodes: the only place mini_pipe handles files.
 //!
 //! The kernel crate's `MiscDevice` trait has no `poll` and gives every open file its own state,
 //! while a pipe is one object shared by all its files. So, as the Rust Binder driver does, this
-//! module registers a plain `struct miscdevice` with its own static `file_operations`, whose
-//! entries are thin `unsafe extern "C"` trampolines: each turns its raw pointers into safe
-//! references and calls a method of [`Pipe`], where all the logic lives.
+//! module has its own static `file_operations`, whose entries are thin `unsafe extern "C"`
+//! trampolines: each turns its raw pointers into safe references and calls a method of
+//! [`Pipe`], where all the logic lives. [`crate::chrdev`] registers them for the pipes' device
+//! numbers.
 //!
-//! Why a `cdev` as well: `misc_open` calls a misc device's `open` with the misc core's global
-//! `misc_mtx` held. A FIFO's open waits for its partner, and a partner arriving through
-//! `misc_open` would then wait for that mutex forever (and so would every other misc device on
-//! the system). So the misc device provides the minor, the `/dev/mini_pipe` node and its sysfs
-//! entry, and a one-minor `cdev` added for that same `dev_t` routes opens straight to
-//! [`MINI_PIPE_FOPS`]: the chrdev map prefers the narrowest range covering a device number, so
-//! `chrdev_open` finds it before the misc core's 256-minor range, and no global lock is held.
-//!
-//! How a file finds its pipe: `open` finds the [`PipeDevice`] from the inode's `i_cdev` (or, in
-//! the rare case described at [`mini_pipe_open`], from the `miscdevice` `misc_open` stored) and
-//! points the file's `private_data` at the pipe. Nothing is allocated per open file: like a FIFO,
-//! the file's mode says whether it counts as a reader, a writer or both.
+//! How a file finds its pipe: `open` looks up the pipe of the inode's device number
+//! ([`crate::chrdev::pipe_of_inode`]) and points the file's `private_data` at it. Nothing is
+//! allocated per open file: like a FIFO, the file's mode says whether it counts as a reader, a
+//! writer or both.
 
 use crate::{
     pipe::{
@@ -30,7 +23,7 @@ use crate::{
 };
 use core::cell::UnsafeCell;
 use kernel::{
-    bindings, container_of,
+    bindings,
     error::to_result,
     ffi::{
         c_int,
@@ -48,7 +41,6 @@ use kernel::{
     },
     prelude::*,
     seq_file::SeqFile,
-    types::Opaque,
 };
 
 /// `FMODE_READ` and `FMODE_WRITE` from include/linux/fs.h (bindgen cannot see through their
@@ -64,101 +56,6 @@ const IOCB_NOWAIT: i32 = 0x8;
 /// (0x100 in include/uapi/linux/fs.h): `pwritev2(RWF_NOSIGNAL)` asks for `EPIPE` without
 /// `SIGPIPE`.
 const IOCB_NOSIGNAL: i32 = 0x100;
-
-/// The misc major (include/uapi/linux/major.h).
-const MISC_MAJOR: u32 = 10;
-
-/// The two registrations that make `/dev/mini_pipe`.
-struct Registration {
-    misc: bindings::miscdevice,
-    cdev: bindings::cdev,
-}
-
-/// `/dev/mini_pipe`: the registered device and the pipe behind it.
-///
-/// # Invariants
-///
-/// From the moment initialisation succeeds until `drop`: `reg.misc` is registered with
-/// `misc_register`, and `reg.cdev` is added with `cdev_add` for the misc device's `dev_t`; both
-/// use [`MINI_PIPE_FOPS`].
-#[pin_data(PinnedDrop)]
-pub(crate) struct PipeDevice {
-    #[pin]
-    reg: Opaque<Registration>,
-    #[pin]
-    pipe: Pipe,
-}
-
-// SAFETY: The registrations are only touched by the misc and chrdev cores' register and
-// unregister calls, which may run on any thread, and by `container_of!`, which reads no field.
-// The pipe is `Send`.
-unsafe impl Send for PipeDevice {}
-// SAFETY: Shared access never reads or writes the registrations (their cores do, under their
-// own locks); the pipe is `Sync`.
-unsafe impl Sync for PipeDevice {}
-
-impl PipeDevice {
-    /// Registers `/dev/NAME` with permissions `mode`, backed by the pipe `pipe` initialises.
-    pub(crate) fn register(
-        name: &'static CStr,
-        mode: u16,
-        pipe: impl PinInit<Pipe, Error>,
-    ) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self {
-            // The pipe first: once the device is registered, files can be opened.
-            pipe <- pipe,
-            reg <- Opaque::try_ffi_init(move |slot: *mut Registration| {
-                // SAFETY: `slot` is valid for writes while the initialiser runs; a zeroed
-                // `miscdevice` and `cdev` are what their register functions expect to fill.
-                let (misc, cdev) = unsafe { (&raw mut (*slot).misc, &raw mut (*slot).cdev) };
-                // SAFETY: As above.
-                unsafe {
-                    misc.write(pin_init::zeroed());
-                    cdev.write(pin_init::zeroed());
-                }
-                // SAFETY: `misc` is valid for writes (above).
-                unsafe {
-                    (*misc).minor = bindings::MISC_DYNAMIC_MINOR as c_int;
-                    (*misc).name = name.as_char_ptr();
-                    (*misc).fops = &MINI_PIPE_FOPS.0;
-                    (*misc).mode = mode;
-                }
-                // SAFETY: `misc` is a complete `miscdevice` whose name and fops are 'static; it
-                // is pinned, and `drop` deregisters it before its memory goes.
-                to_result(unsafe { bindings::misc_register(misc) })?;
-                // SAFETY: `misc_register` succeeded, so `minor` holds the allocated minor.
-                let devt = (MISC_MAJOR << bindings::MINORBITS) | unsafe { (*misc).minor } as u32;
-                // SAFETY: `cdev` is valid, pinned and zeroed; `MINI_PIPE_FOPS` is 'static. The
-                // owner keeps the module, and so this memory, alive while a file is open.
-                let added = unsafe {
-                    bindings::cdev_init(cdev, &MINI_PIPE_FOPS.0);
-                    (*cdev).owner = kernel::module::this_module::<crate::LocalModule>().as_ptr();
-                    to_result(bindings::cdev_add(cdev, devt, 1))
-                };
-                if added.is_err() {
-                    // SAFETY: `misc` was registered above and nothing else refers to it yet.
-                    unsafe { bindings::misc_deregister(misc) };
-                }
-                // INVARIANT: on success both are registered, with `MINI_PIPE_FOPS`.
-                added
-            }),
-        })
-    }
-}
-
-#[pinned_drop]
-impl PinnedDrop for PipeDevice {
-    fn drop(self: Pin<&mut Self>) {
-        let reg = self.reg.get();
-        // SAFETY: By the type invariant both are registered. No file is open: each open file
-        // holds a reference on this module (the `owner`s), so the module, and this device,
-        // cannot be torn down before the last one is released.
-        unsafe {
-            bindings::cdev_del(&raw mut (*reg).cdev);
-            bindings::misc_deregister(&raw mut (*reg).misc);
-        }
-    }
-}
 
 /// Makes the `file_operations` table usable as a `static`: it is never written after
 /// compilation, and the function pointers in it are safe to call from any thread.
@@ -188,15 +85,20 @@ static MINI_PIPE_FOPS: AssertSync<bindings::file_operations> =
         ..pin_init::zeroed()
     });
 
+/// The pipes' `file_operations`, for their `cdev`.
+pub(crate) fn fops() -> &'static bindings::file_operations {
+    &MINI_PIPE_FOPS.0
+}
+
 /// The pipe behind an open `file`.
 ///
 /// # Safety
 ///
-/// `file` must be a file of `/dev/mini_pipe` that `mini_pipe_open` opened and that is not yet
+/// `file` must be a file of a pipe's node that `mini_pipe_open` opened and that is not yet
 /// released, for the whole of `'a`.
 unsafe fn pipe_of<'a>(file: *const bindings::file) -> &'a Pipe {
-    // SAFETY: `mini_pipe_open` pointed `private_data` at the pipe of a live `PipeDevice`, which
-    // outlives the file because the file holds a reference on the module that owns it.
+    // SAFETY: `mini_pipe_open` pointed `private_data` at one of the module's pipes, which
+    // outlive the file because the file holds a reference on the module that owns them.
     unsafe { &*(*file).private_data.cast::<Pipe>() }
 }
 
@@ -238,37 +140,20 @@ fn to_ssize(r: Result<usize>) -> isize {
     }
 }
 
-/// Opens a file of `/dev/mini_pipe`: finds its pipe, and waits for a partner as a FIFO does.
-///
-/// Opens normally arrive from `chrdev_open` through the `cdev`, with `private_data` NULL. One
-/// path arrives from `misc_open` instead: an open that raced with module load, between
-/// `misc_register` and `cdev_add`, caches the misc core's cdev in the node's inode. There
-/// `misc_mtx` is held and `private_data` holds the `miscdevice`, so such an open must not wait
-/// for a partner: it is treated as `O_NONBLOCK`.
+/// Opens a file of a pipe's node: finds its pipe, and waits for a partner as a FIFO does.
 ///
 /// # Safety
 ///
-/// Called by the VFS with a valid inode and a file of `/dev/mini_pipe` being opened.
+/// Called by `chrdev_open` with a valid inode and a file being opened, after it found the pipes'
+/// cdev for the inode's device number.
 unsafe extern "C" fn mini_pipe_open(
     inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> c_int {
-    // SAFETY: The caller passes a valid file being opened, whose private data we may use.
-    let misc = unsafe { (*file).private_data }.cast::<bindings::miscdevice>();
-    let device = if misc.is_null() {
-        // SAFETY: The inode is valid. `i_cdev` is in its fifth anonymous union (all unions
-        // before it are unconditional in struct inode, so bindgen's numbering is stable).
-        let cdev = unsafe { (*inode).__bindgen_anon_5.i_cdev };
-        // SAFETY: `chrdev_open` found our `cdev` for this inode: the `cdev` field of a live
-        // `Registration` inside a `PipeDevice`.
-        let reg = unsafe { container_of!(cdev, Registration, cdev) };
-        // SAFETY: `reg` is the `reg` field of a live `PipeDevice` (`Opaque` is transparent).
-        unsafe { &*container_of!(reg.cast::<Opaque<Registration>>(), PipeDevice, reg) }
-    } else {
-        // SAFETY: `misc_open` stored our `miscdevice`: the `misc` field of a `Registration`.
-        let reg = unsafe { container_of!(misc, Registration, misc) };
-        // SAFETY: As above.
-        unsafe { &*container_of!(reg.cast::<Opaque<Registration>>(), PipeDevice, reg) }
+    // SAFETY: `chrdev_open` found our cdev, and holds a reference on this module for as long as
+    // the file is open; `private_data` keeps the pipe only that long (`pipe_of`).
+    let Some(pipe) = (unsafe { crate::chrdev::pipe_of_inode(inode) }) else {
+        return ENXIO.to_errno();
     };
     // SAFETY: The caller passes a valid inode and a file being opened: a pipe has no file
     // position, so mark it a stream (no lseek, pread or pwrite: ESPIPE).
@@ -277,9 +162,8 @@ unsafe extern "C" fn mini_pipe_open(
         return ret;
     }
     // SAFETY: The file is valid.
-    let mut mode = unsafe { mode_of(file) };
-    mode.nonblock |= !misc.is_null();
-    let f_pipe = match device.pipe.open(mode) {
+    let mode = unsafe { mode_of(file) };
+    let f_pipe = match pipe.open(mode) {
         Ok(f_pipe) => f_pipe,
         Err(e) => return e.to_errno(),
     };
@@ -287,7 +171,7 @@ unsafe extern "C" fn mini_pipe_open(
     // the pipe (`pipe_of`). `f_pipe` shares a union with `f_pos_lock`, which only files with
     // FMODE_ATOMIC_POS use; `stream_open` cleared that, so the field is ours, as for a FIFO.
     unsafe {
-        (*file).private_data = (&raw const device.pipe).cast_mut().cast();
+        (*file).private_data = core::ptr::from_ref(pipe).cast_mut().cast();
         (*file).__bindgen_anon_2.f_pipe = f_pipe;
     }
     0
@@ -295,7 +179,7 @@ unsafe extern "C" fn mini_pipe_open(
 
 /// # Safety
 ///
-/// Called by the VFS once, with a valid file of `/dev/mini_pipe` that was opened successfully.
+/// Called by the VFS once, with a valid file of a pipe's node that was opened successfully.
 unsafe extern "C" fn mini_pipe_release(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
@@ -308,7 +192,7 @@ unsafe extern "C" fn mini_pipe_release(
 
 /// # Safety
 ///
-/// Called by the VFS with a valid kiocb for an open file of `/dev/mini_pipe` and a valid
+/// Called by the VFS with a valid kiocb for an open file of a pipe's node and a valid
 /// destination iov_iter.
 unsafe extern "C" fn mini_pipe_read_iter(
     kiocb: *mut bindings::kiocb,
@@ -324,7 +208,7 @@ unsafe extern "C" fn mini_pipe_read_iter(
 
 /// # Safety
 ///
-/// Called by the VFS with a valid kiocb for an open file of `/dev/mini_pipe` and a valid
+/// Called by the VFS with a valid kiocb for an open file of a pipe's node and a valid
 /// source iov_iter.
 unsafe extern "C" fn mini_pipe_write_iter(
     kiocb: *mut bindings::kiocb,
@@ -352,7 +236,7 @@ unsafe extern "C" fn mini_pipe_write_iter(
 ///
 /// # Safety
 ///
-/// Called by the splice code with a valid, open file of `/dev/mini_pipe`, and arguments valid
+/// Called by the splice code with a valid, open file of a pipe's node, and arguments valid
 /// for `copy_splice_read`.
 unsafe extern "C" fn mini_pipe_splice_read(
     file: *mut bindings::file,
@@ -375,7 +259,7 @@ unsafe extern "C" fn mini_pipe_splice_read(
 ///
 /// # Safety
 ///
-/// Called by the splice code with a valid, open file of `/dev/mini_pipe`, and arguments valid
+/// Called by the splice code with a valid, open file of a pipe's node, and arguments valid
 /// for `iter_file_splice_write`.
 unsafe extern "C" fn mini_pipe_splice_write(
     pipe: *mut bindings::pipe_inode_info,
@@ -400,7 +284,7 @@ unsafe extern "C" fn mini_pipe_splice_write(
 
 /// # Safety
 ///
-/// Called by the VFS with a valid, open file of `/dev/mini_pipe`.
+/// Called by the VFS with a valid, open file of a pipe's node.
 unsafe extern "C" fn mini_pipe_ioctl(
     file: *mut bindings::file,
     cmd: c_uint,
@@ -417,7 +301,7 @@ unsafe extern "C" fn mini_pipe_ioctl(
 
 /// # Safety
 ///
-/// Called by the VFS with a valid, open file of `/dev/mini_pipe` and a poll table that is NULL
+/// Called by the VFS with a valid, open file of a pipe's node and a poll table that is NULL
 /// or valid for this call.
 unsafe extern "C" fn mini_pipe_poll(
     file: *mut bindings::file,
@@ -441,7 +325,7 @@ unsafe extern "C" fn mini_pipe_poll(
 /// # Safety
 ///
 /// Called by the VFS (`fcntl(F_SETFL)` with `O_ASYNC`, or `__fput`) with a valid, open file of
-/// `/dev/mini_pipe`.
+/// a pipe's node.
 unsafe extern "C" fn mini_pipe_fasync(fd: c_int, file: *mut bindings::file, on: c_int) -> c_int {
     // SAFETY: The caller guarantees the file is valid and was opened by `mini_pipe_open`.
     let (pipe, mode) = unsafe { (pipe_of(file), mode_of(file)) };
@@ -456,7 +340,7 @@ unsafe extern "C" fn mini_pipe_fasync(fd: c_int, file: *mut bindings::file, on: 
 /// # Safety
 ///
 /// Called by procfs with a valid seq_file being filled by this thread and a valid, open file of
-/// `/dev/mini_pipe`.
+/// a pipe's node.
 unsafe extern "C" fn mini_pipe_show_fdinfo(m: *mut bindings::seq_file, file: *mut bindings::file) {
     // SAFETY: The caller guarantees the file is valid and was opened by `mini_pipe_open`, and
     // that `m` is valid and only used by this thread for this call.

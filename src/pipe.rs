@@ -25,6 +25,11 @@
 use crate::{
     fops::FasyncList,
     ring::Ring,
+    stats::{
+        Show,
+        Snapshot,
+        Stats, //
+    },
     wait::{
         new_wait_queue,
         PollTable,
@@ -256,6 +261,8 @@ pub(crate) struct Pipe {
     /// `pseudo_edgetrigger`, it lasts until the last file is closed.
     rd_polled: Atomic<bool>,
     wr_polled: Atomic<bool>,
+    /// What happened so far (debugfs and fdinfo).
+    stats: Stats,
     /// The CPUs the kernel may run (`nr_cpu_ids`): with one, wakeups never come early
     /// (`wake_early`).
     cpus: u32,
@@ -289,6 +296,7 @@ impl Pipe {
             pseudo_edgetrigger: Atomic::new(false),
             rd_polled: Atomic::new(false),
             wr_polled: Atomic::new(false),
+            stats: Stats::new(),
             cpus: kernel::cpu::nr_cpu_ids(),
         })
     }
@@ -431,6 +439,9 @@ impl Pipe {
         mut inner: MutexGuard<'a, PipeInner>,
         arrived: impl Fn(&PipeInner) -> bool,
     ) -> (MutexGuard<'a, PipeInner>, bool) {
+        if !arrived(&inner) {
+            self.stats.open_waits.add_locked(1);
+        }
         while !arrived(&inner) {
             let signal;
             (inner, signal) = self.rd_wait.wait(inner, Sleep::Shared);
@@ -586,6 +597,7 @@ impl Pipe {
             return Ok(0);
         }
         let mut inner = self.inner.lock();
+        self.stats.reads.add_locked(1);
         // Set once this reader has slept: it was woken exclusively, so if data is left after
         // it has taken its share, it passes the wakeup on (fs/pipe.c: `wake_next_reader`).
         let mut woken = false;
@@ -606,6 +618,7 @@ impl Pipe {
                 }
                 let copied = inner.ring.read_into(dst, want);
                 self.publish_queued(&inner);
+                self.stats.bytes_read.add_locked(copied as u64);
                 // Once somebody polls for room, the wakeup comes now, after the copy. A poller
                 // that registered during the copy needs one only if the room just became
                 // writable; only then is the (costly) ordering with its registration needed.
@@ -621,10 +634,18 @@ impl Pipe {
                 break Ok(0);
             }
             if nonblock {
+                self.stats.eagain.add_locked(1);
                 break Err(EAGAIN);
             }
+            let stats = &self.stats;
+            if !woken {
+                stats.reads_slept.add_locked(1);
+            }
+            stats.reader_sleeps.add_locked(1);
+            stats.readers_asleep.inc_locked();
             let signal;
             (inner, signal) = self.rd_wait.wait(inner, Sleep::Exclusive);
+            stats.readers_asleep.dec_locked();
             if signal {
                 // A signal ended the wait. If a writer's wakeup had picked this reader, it
                 // must not be lost: pass it on while there is data (pipe.c gets the same from
@@ -669,6 +690,7 @@ impl Pipe {
         let need = write_needs(total, self.atomic_max);
         let mut written = 0;
         let mut inner = self.inner.lock();
+        self.stats.writes.add_locked(1);
         // Set once this writer has slept: it was woken exclusively (or by a signal, which may
         // have taken a wakeup meant for it), so it passes the wakeup on when it leaves room that
         // another writer could use (fs/pipe.c: `wake_next_writer`).
@@ -699,6 +721,8 @@ impl Pipe {
                 }
                 let copied = inner.ring.write_from(src, want);
                 self.publish_queued(&inner);
+                self.stats.bytes_written.add_locked(copied as u64);
+                self.stats.peak_queued.max_locked(inner.ring.len() as u64);
                 wake_readers |= wake && (!early || self.polled_since_publish(&self.rd_polled));
                 written += copied;
                 if copied < want.min(room) {
@@ -715,6 +739,7 @@ impl Pipe {
                 continue;
             }
             if nonblock {
+                self.stats.eagain.add_locked(u64::from(written == 0));
                 break if written == 0 {
                     Err(EAGAIN)
                 } else {
@@ -732,8 +757,15 @@ impl Pipe {
             // one that could.
             let wake = inner.writer_sleeps(need, woken, self.atomic_max);
             self.wake_writers(wake, false);
+            let stats = &self.stats;
+            if !woken {
+                stats.writes_slept.add_locked(1);
+            }
+            stats.writer_sleeps.add_locked(1);
+            stats.writers_asleep.inc_locked();
             let signal;
             (inner, signal) = self.wr_wait.wait(inner, Sleep::Exclusive);
+            stats.writers_asleep.dec_locked();
             woken = true;
             if signal {
                 break if written == 0 {
@@ -766,7 +798,11 @@ impl Pipe {
     /// write, as a blocking read would.
     pub(crate) fn splice_read_would_wait(&self) -> bool {
         let u = &self.unlocked;
-        u.queued.load(Relaxed) == 0 && u.writers.load(Relaxed) > 0
+        let would = u.queued.load(Relaxed) == 0 && u.writers.load(Relaxed) > 0;
+        if would {
+            self.stats.eagain.add(1);
+        }
+        would
     }
 
     /// How many of `len` bytes a splice into the pipe that must not wait may pass to `write`:
@@ -783,23 +819,36 @@ impl Pipe {
         }
         let room = self.capacity - u.queued.load(Relaxed);
         match write_needs(len, self.atomic_max) {
-            need if room < need => Err(EAGAIN),
+            need if room < need => {
+                self.stats.eagain.add(1);
+                Err(EAGAIN)
+            }
             _ => Ok(len.min(room)),
         }
     }
 
-    /// Shows the pipe's state in /proc/PID/fdinfo/FD, after the VFS's own lines. Never takes
-    /// the mutex.
-    pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
+    /// The pipe's state and counters, one `name` `sep` `value` line each (see [`Show`]).
+    /// Never takes the mutex.
+    pub(crate) fn show(&self, sep: &'static str) -> Show<'_> {
         let u = &self.unlocked;
-        seq_print!(
-            m,
-            "capacity:\t{}\nqueued:\t{}\nreaders:\t{}\nwriters:\t{}\n",
-            self.capacity,
-            u.queued.load(Relaxed),
-            u.readers.load(Relaxed),
-            u.writers.load(Relaxed)
-        );
+        Show {
+            stats: &self.stats,
+            now: Snapshot {
+                capacity: self.capacity,
+                queued: u.queued.load(Relaxed),
+                readers: u.readers.load(Relaxed),
+                writers: u.writers.load(Relaxed),
+                rd_wakeups: self.rd_wait.wakeups(),
+                wr_wakeups: self.wr_wait.wakeups(),
+            },
+            sep,
+        }
+    }
+
+    /// Shows the pipe's state and counters in /proc/PID/fdinfo/FD, after the VFS's own lines,
+    /// in their `name:\tvalue` form. Never takes the mutex.
+    pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
+        seq_print!(m, "{}", self.show(":\t"));
     }
 
     /// Handles an ioctl: `FIONREAD` stores the number of queued bytes as an `int` at `arg`,

@@ -25,6 +25,10 @@ use kernel::{
     fs::File,
     prelude::*,
     sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         rcu::synchronize_rcu,
         LockClassKey,
         MutexGuard, //
@@ -60,6 +64,8 @@ pub(crate) use new_wait_queue;
 pub(crate) struct WaitQueue {
     #[pin]
     head: Opaque<bindings::wait_queue_head>,
+    /// Wakeups sent on this queue (each call, whether or not it found a sleeper).
+    wakeups: Atomic<u64>,
 }
 
 // SAFETY: A wait queue head is used from any thread; its spinlock serialises every access.
@@ -86,6 +92,7 @@ impl WaitQueue {
             head <- Opaque::ffi_init(|slot| unsafe {
                 bindings::__init_waitqueue_head(slot, name.as_char_ptr(), key.as_ptr())
             }),
+            wakeups: Atomic::new(0),
         })
     }
 
@@ -144,7 +151,13 @@ impl WaitQueue {
         self.wake(0, key);
     }
 
+    /// The wakeups sent on this queue so far.
+    pub(crate) fn wakeups(&self) -> u64 {
+        self.wakeups.load(Relaxed)
+    }
+
     fn wake(&self, nr_exclusive: c_int, key: u32) {
+        self.wakeups.fetch_add(1, Relaxed);
         // SAFETY: `head` is initialised (type invariant). The key is passed by value in the
         // pointer (`poll_to_key`), never dereferenced; NULL means no key.
         unsafe {
@@ -160,6 +173,7 @@ impl WaitQueue {
     /// As [`WaitQueue::wake_one`], hinting that the caller is about to sleep or return, so the
     /// woken task may run on this CPU: `wake_up_interruptible_sync_poll`.
     pub(crate) fn wake_one_sync(&self, key: u32) {
+        self.wakeups.fetch_add(1, Relaxed);
         // SAFETY: As in `wake`.
         unsafe {
             bindings::__wake_up_sync_key(self.head.get(), WAKE_MODE, key as usize as *mut c_void)

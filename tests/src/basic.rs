@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The foundation tests: the module loads and unloads, the node is a misc device, bytes get
+//! The foundation tests: the module loads and unloads, the node is a character device, bytes get
 //! through intact, readers and writers block and wake as a pipe's do.
 
 use crate::{
@@ -62,14 +62,15 @@ fn queued(f: &impl AsRawFd) -> Result<i32, String> {
     crate::util::queued(f).map_err(|e| format!("FIONREAD: {e}"))
 }
 
-/// The misc device's dev_t as the kernel publishes it: "MAJOR:MINOR".
+/// The device's dev_t as the kernel publishes it in sysfs: "MAJOR:MINOR".
 fn sysfs_dev() -> Option<String> {
-    std::fs::read_to_string("/sys/class/misc/mini_pipe/dev")
+    std::fs::read_to_string("/sys/class/mini_pipe/mini_pipe/dev")
         .ok()
         .map(|s| s.trim().to_string())
 }
 
-/// /dev/mini_pipe is a character device, misc major 10 with the minor sysfs gives, mode 0600.
+/// /dev/mini_pipe is a character device with the module's own major (/proc/devices) and
+/// minor 0, as sysfs says, mode 0600.
 fn device_node() -> TestResult {
     reload(&[])?;
     let st = stat(DEV).map_err(|e| format!("stat {DEV}: {e}"))?;
@@ -80,11 +81,15 @@ fn device_node() -> TestResult {
         st.st_mode
     );
     let (maj, min) = (major(st.st_rdev), minor(st.st_rdev));
-    ensure!(maj == 10, "major is {maj}, not the misc major 10");
-    let published = sysfs_dev().ok_or("no /sys/class/misc/mini_pipe/dev")?;
+    let proc_major = crate::util::chrdev_major().ok_or("no mini_pipe in /proc/devices")?;
     ensure!(
-        published == format!("10:{min}"),
-        "node is 10:{min}, sysfs says {published}"
+        (maj, min) == (proc_major, 0),
+        "node is {maj}:{min}, /proc/devices says major {proc_major}"
+    );
+    let published = sysfs_dev().ok_or("no /sys/class/mini_pipe/mini_pipe/dev")?;
+    ensure!(
+        published == format!("{maj}:{min}"),
+        "node is {maj}:{min}, sysfs says {published}"
     );
     ensure!(
         st.st_mode & 0o777 == 0o600,

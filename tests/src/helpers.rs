@@ -22,6 +22,7 @@ pub fn run(args: &[String]) -> i32 {
         Some("storm-writer") => storm(args, true),
         Some("storm-reader") => storm(args, false),
         Some("open-close") => open_close(args),
+        Some("open-rw") => open_rw(args),
         Some("bench") => crate::bench::helper(&args[1..]),
         Some("message-writer") => message_writer(
             args.get(1).map_or("", String::as_str),
@@ -445,4 +446,38 @@ fn open_close(args: &[String]) -> i32 {
     }
     println!("{opened}");
     0
+}
+
+/// `open-rw PATH r|w`: opens PATH for reading or for writing, waiting for a partner as a FIFO
+/// open does. A writer writes "by hand\n" and exits; a reader reads until end-of-file and
+/// prints what it read.
+fn open_rw(args: &[String]) -> i32 {
+    let (path, write) = (&args[1], args.get(2).is_some_and(|m| m == "w"));
+    let mut f = match open(path, !write, write, 0) {
+        Ok(f) => f,
+        Err(e) => {
+            println!("open: {e}");
+            return 1;
+        }
+    };
+    if write {
+        return match f.write_all(b"by hand\n") {
+            Ok(()) => 0,
+            Err(e) => {
+                println!("write: {e}");
+                1
+            }
+        };
+    }
+    let mut got = Vec::new();
+    match f.read_to_end(&mut got) {
+        Ok(_) => {
+            println!("{}", String::from_utf8_lossy(&got));
+            0
+        }
+        Err(e) => {
+            println!("read: {e}");
+            1
+        }
+    }
 }

@@ -14,6 +14,7 @@
 
 mod basic;
 mod bench;
+mod devices;
 mod diff;
 mod fuzz;
 mod helpers;
@@ -48,6 +49,7 @@ fn main() {
         .into_iter()
         .chain(diff::tests())
         .chain(reliability::tests())
+        .chain(devices::tests())
         .collect();
     let all: Vec<&Test> = tests.iter().collect();
     if args.first().map(String::as_str) == Some("--list") {

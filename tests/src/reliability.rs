@@ -6,8 +6,8 @@
 
 use crate::{
     util::{
-        ensure, has_open, is_loaded, open, open_within, pattern, reload, run, test, wait_until,
-        within, Helper, TestResult, DEV, KO,
+        ensure, has_open, is_loaded, meminfo_kib, open, open_within, pattern, reload, run, test,
+        unload, wait_until, within, Helper, TestResult, DEV, KO,
     },
     Test,
 };
@@ -107,22 +107,35 @@ fn stress_run(
     per_writer: u64,
 ) -> Result<(u64, u64, u64), String> {
     reload(&[&format!("capacity={capacity}")])?;
+    stress_on(DEV, writers, readers, msg, per_writer)
+}
+
+/// `writers` writer processes sending `per_writer` framed `msg`-byte messages each through the
+/// pipe at `path` to `readers` reader processes; returns the bytes received, the messages lost
+/// or duplicated, and the torn ones.
+pub(crate) fn stress_on(
+    path: &str,
+    writers: u8,
+    readers: u8,
+    msg: usize,
+    per_writer: u64,
+) -> Result<(u64, u64, u64), String> {
     let mut rs = Vec::new();
     for _ in 0..readers {
         rs.push(Helper::spawn(
             "stress-reader",
-            &[DEV.into(), msg.to_string(), String::new()],
+            &[path.into(), msg.to_string(), String::new()],
         )?);
     }
     // Our own writer end until every writer has opened: no reader may see end-of-file early.
     // Its open waits for a reader, so it is bounded.
-    let hold = open_within(DEV, false, true, 0, WAIT)?;
+    let hold = open_within(path, false, true, 0, WAIT)?;
     let mut ws = Vec::new();
     for id in 1..=writers {
         ws.push(Helper::spawn(
             "stress-writer",
             &[
-                DEV.into(),
+                path.into(),
                 id.to_string(),
                 per_writer.to_string(),
                 msg.to_string(),
@@ -132,7 +145,7 @@ fn stress_run(
     }
     for w in &ws {
         let pid = w.pid();
-        wait_until("a stress writer has opened", WAIT, || has_open(pid, DEV))?;
+        wait_until("a stress writer has opened", WAIT, || has_open(pid, path))?;
     }
     drop(hold);
     for mut w in ws {
@@ -543,26 +556,8 @@ fn lifecycle_rmmod_while_open() -> TestResult {
     reload(&[])
 }
 
-/// A figure from /proc/meminfo in KiB (`key` with its colon, such as `Slab:`).
-fn meminfo_kib(key: &str) -> Result<u64, String> {
-    let m = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("meminfo: {e}"))?;
-    m.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .ok_or(format!("no {key} in /proc/meminfo"))
-}
-
-/// Unloads mini_pipe with delete_module, on a thread with a deadline (the module's exit code
-/// runs in the call).
-fn unload() -> TestResult {
-    within("delete_module", WAIT, || {
-        delete_module(c"mini_pipe", DeleteModuleFlags::O_NONBLOCK)
-    })?
-    .map_err(|e| format!("unload: {e}"))
-}
-
 /// Whether this kernel has KASAN (its report function is in the symbol table).
-fn kasan_kernel() -> bool {
+pub(crate) fn kasan_kernel() -> bool {
     std::fs::read_to_string("/proc/kallsyms")
         .map(|k| k.lines().any(|l| l.ends_with(" kasan_report")))
         .unwrap_or(false)

@@ -11,6 +11,7 @@
 
 use crate::Test;
 use nix::{
+    kmod::{delete_module, DeleteModuleFlags},
     sys::{
         pthread::{pthread_kill, pthread_self},
         signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal},
@@ -404,4 +405,33 @@ pub fn pattern(seed: u64, offset: u64, buf: &mut [u8]) {
         z ^= z >> 31;
         *b = z.to_le_bytes()[(pos % 8) as usize];
     }
+}
+
+/// A figure from /proc/meminfo in KiB (`key` with its colon, such as `Slab:`).
+pub fn meminfo_kib(key: &str) -> Result<u64, String> {
+    let m = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("meminfo: {e}"))?;
+    m.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .ok_or(format!("no {key} in /proc/meminfo"))
+}
+
+/// Unloads mini_pipe with delete_module, on a thread with a deadline (the module's exit code
+/// runs in the call).
+pub fn unload() -> TestResult {
+    within("delete_module", Duration::from_secs(60), || {
+        delete_module(c"mini_pipe", DeleteModuleFlags::O_NONBLOCK)
+    })?
+    .map_err(|e| format!("unload: {e}"))
+}
+
+/// The major /proc/devices gives mini_pipe's device numbers, if it is loaded.
+pub fn chrdev_major() -> Option<u64> {
+    std::fs::read_to_string("/proc/devices")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let (num, name) = l.trim().split_once(' ')?;
+            (name == "mini_pipe").then(|| num.parse().ok())?
+        })
 }

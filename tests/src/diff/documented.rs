@@ -6,7 +6,7 @@
 
 use super::*;
 use nix::{
-    sys::stat::{fstat, major},
+    sys::stat::{fstat, major, minor},
     time::{clock_gettime, ClockId},
 };
 
@@ -158,7 +158,8 @@ fn per_side<T>(t: &Trace, fifo: T, mini: T) -> T {
 }
 
 /// Documented difference: a character device is not a FIFO. fstat's `st_mode` says `S_IFIFO`
-/// for the FIFO, and `S_IFCHR` for /dev/mini_pipe, whose `st_rdev` is on the misc major, 10.
+/// for the FIFO, and `S_IFCHR` for /dev/mini_pipe2, whose `st_rdev` is minor 2 of the major
+/// /proc/devices gives mini_pipe.
 fn char_device_is_not_a_fifo(t: &mut Trace) -> TestResult {
     let f = t.open(OFlag::O_RDWR)?;
     let st = fstat(&f).map_err(|e| format!("fstat: {e}"))?;
@@ -170,9 +171,10 @@ fn char_device_is_not_a_fifo(t: &mut Trace) -> TestResult {
         st.st_mode
     );
     if t.target == Target::Mini {
+        let ours = crate::util::chrdev_major();
         ensure!(
-            major(st.st_rdev) == 10,
-            "st_rdev {:#x}: not on the misc major",
+            Some(major(st.st_rdev)) == ours && minor(st.st_rdev) == 2,
+            "st_rdev {:#x}: not minor 2 of mini_pipe's major ({ours:?} in /proc/devices)",
             st.st_rdev
         );
     }

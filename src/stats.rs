@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What happened inside a pipe: bytes and calls, who slept and how often, who woke whom, how
+//! full the ring got.
+//!
+//! fs/pipe.c keeps no such counters; mini_pipe shows them so that the rendezvous can be watched
+//! (debugfs, `/sys/kernel/debug/mini_pipe/NODE`, and each open file's fdinfo), without opening
+//! the pipe, which would count as a reader or writer and might wait.
+//!
+//! Counting is kept off the hot path's costs: a counter is a plain atomic word, read without any
+//! lock. Those that reads and writes bump on every call are updated with the pipe's mutex held,
+//! by a load and a store (no locked read-modify-write, which costs more than the rest of a small
+//! write under emulation); the others (wakeups, sleeps) with an atomic add, for they are bumped
+//! where a context switch, far dearer, happens anyway.
+
+use core::fmt;
+use kernel::{
+    prelude::*,
+    sync::atomic::{
+        Atomic,
+        Relaxed, //
+    },
+};
+
+/// One counter.
+pub(crate) struct Counter(Atomic<u64>);
+
+impl Counter {
+    const fn new() -> Self {
+        Self(Atomic::new(0))
+    }
+
+    /// Adds `n`; callers that update this counter hold the pipe's mutex, so no update is lost.
+    pub(crate) fn add_locked(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Raises the counter to `n` if it is below; under the pipe's mutex, as `add_locked`.
+    pub(crate) fn max_locked(&self, n: u64) {
+        if n > self.0.load(Relaxed) {
+            self.0.store(n, Relaxed);
+        }
+    }
+
+    /// Adds `n` from anywhere.
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A pipe's counters, since the module was loaded.
+pub(crate) struct Stats {
+    /// Bytes that writes queued, and that reads took.
+    pub(crate) bytes_written: Counter,
+    pub(crate) bytes_read: Counter,
+    /// write and read calls (each `write`, `writev`, io_uring write, splice or sendfile chunk),
+    /// whatever they returned.
+    pub(crate) writes: Counter,
+    pub(crate) reads: Counter,
+    /// Write (read) calls that slept at least once, and how many times writers (readers) went
+    /// to sleep in all.
+    pub(crate) writes_slept: Counter,
+    pub(crate) writer_sleeps: Counter,
+    pub(crate) reads_slept: Counter,
+    pub(crate) reader_sleeps: Counter,
+    /// Reads and writes that returned `EAGAIN`.
+    pub(crate) eagain: Counter,
+    /// Opens that waited for a partner.
+    pub(crate) open_waits: Counter,
+    /// The most bytes ever queued at once.
+    pub(crate) peak_queued: Counter,
+    /// Readers (writers) asleep in read (write) now.
+    pub(crate) readers_asleep: Gauge,
+    pub(crate) writers_asleep: Gauge,
+}
+
+impl Stats {
+    pub(crate) const fn new() -> Self {
+        Self {
+            bytes_written: Counter::new(),
+            bytes_read: Counter::new(),
+            writes: Counter::new(),
+            reads: Counter::new(),
+            writes_slept: Counter::new(),
+            writer_sleeps: Counter::new(),
+            reads_slept: Counter::new(),
+            reader_sleeps: Counter::new(),
+            eagain: Counter::new(),
+            open_waits: Counter::new(),
+            peak_queued: Counter::new(),
+            readers_asleep: Gauge::new(),
+            writers_asleep: Gauge::new(),
+        }
+    }
+}
+
+/// A number of tasks in some state (asleep in read, asleep in write), changed with the pipe's
+/// mutex held.
+pub(crate) struct Gauge(Atomic<u32>);
+
+impl Gauge {
+    const fn new() -> Self {
+        Self(Atomic::new(0))
+    }
+
+    /// One more; with the pipe's mutex held.
+    pub(crate) fn inc_locked(&self) {
+        self.0.store(self.0.load(Relaxed) + 1, Relaxed);
+    }
+
+    /// One fewer; with the pipe's mutex held, after an `inc_locked`.
+    pub(crate) fn dec_locked(&self) {
+        self.0.store(self.0.load(Relaxed) - 1, Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u32 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// What is shown for a pipe besides its [`Stats`]: its current state and the wakeups sent on
+/// its wait queues.
+pub(crate) struct Snapshot {
+    pub(crate) capacity: usize,
+    pub(crate) queued: usize,
+    pub(crate) readers: u32,
+    pub(crate) writers: u32,
+    pub(crate) rd_wakeups: u64,
+    pub(crate) wr_wakeups: u64,
+}
+
+/// Everything shown for a pipe, one `name` `sep` `value` line each, in this order: in debugfs
+/// with `sep` = ": ", in fdinfo with ":\t" (the VFS's own fdinfo lines' form).
+pub(crate) struct Show<'a> {
+    pub(crate) stats: &'a Stats,
+    pub(crate) now: Snapshot,
+    pub(crate) sep: &'static str,
+}
+
+impl kernel::fmt::Display for Show<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
+impl Show<'_> {
+    /// Writes the lines to `f`.
+    pub(crate) fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        let (s, now) = (self.stats, &self.now);
+        let lines: [(&str, u64); 19] = [
+            ("capacity", now.capacity as u64),
+            ("queued", now.queued as u64),
+            ("readers", now.readers.into()),
+            ("writers", now.writers.into()),
+            ("readers_asleep", s.readers_asleep.get().into()),
+            ("writers_asleep", s.writers_asleep.get().into()),
+            ("bytes_written", s.bytes_written.get()),
+            ("bytes_read", s.bytes_read.get()),
+            ("writes", s.writes.get()),
+            ("reads", s.reads.get()),
+            ("writes_slept", s.writes_slept.get()),
+            ("writer_sleeps", s.writer_sleeps.get()),
+            ("reads_slept", s.reads_slept.get()),
+            ("reader_sleeps", s.reader_sleeps.get()),
+            ("rd_wakeups", now.rd_wakeups),
+            ("wr_wakeups", now.wr_wakeups),
+            ("eagain", s.eagain.get()),
+            ("open_waits", s.open_waits.get()),
+            ("peak_queued", s.peak_queued.get()),
+        ];
+        for (name, value) in lines {
+            writeln!(f, "{name}{}{value}", self.sep)?;
+        }
+        Ok(())
+    }
+}
+
+#[kunit_tests(mini_pipe_stats)]
+mod tests {
+    use super::*;
+    use kernel::str::CString;
+
+    #[test]
+    fn counters_add_and_keep_the_peak() {
+        let c = Counter::new();
+        c.add_locked(3);
+        c.add(4);
+        assert_eq!(c.get(), 7);
+        let peak = Counter::new();
+        peak.max_locked(10);
+        peak.max_locked(4);
+        assert_eq!(peak.get(), 10);
+        let g = Gauge::new();
+        g.inc_locked();
+        g.inc_locked();
+        g.dec_locked();
+        assert_eq!(g.get(), 1);
+    }
+
+    #[test]
+    fn one_line_per_counter_in_order() {
+        let stats = Stats::new();
+        stats.bytes_written.add_locked(12);
+        stats.open_waits.add(1);
+        let show = Show {
+            stats: &stats,
+            now: Snapshot {
+                capacity: 4096,
+                queued: 5,
+                readers: 1,
+                writers: 2,
+                rd_wakeups: 3,
+                wr_wakeups: 0,
+            },
+            sep: ": ",
+        };
+        let text = CString::try_from_fmt(fmt!("{show}")).unwrap();
+        let text = text.to_str().unwrap();
+        assert_eq!(text.lines().count(), 19);
+        assert!(text.starts_with("capacity: 4096\nqueued: 5\nreaders: 1\nwriters: 2\n"));
+        assert!(text.contains("\nbytes_written: 12\n"));
+        assert!(text.contains("\nrd_wakeups: 3\n"));
+        assert!(text.ends_with("open_waits: 1\npeak_queued: 0\n"));
+    }
+}
