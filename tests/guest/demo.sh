@@ -28,6 +28,6 @@ awk -F': ' '{ v[$1] = $2 } END {
 		printf " then it slept %d time(s) in read() until the bytes came (reader_sleeps);", v["reader_sleeps"]
 	else
 		printf " when it read, the bytes were already there (reader_sleeps 0);"
-	printf " %d wakeups went to the readers' queue (rd_wakeups): each open wakes whoever waits for a partner, echo's write into the empty ring wakes a reader waiting for data, and echo's close tells the reader that no writer is left;", v["rd_wakeups"]
+	printf " %d wakeups went to the wait queue of the readers (rd_wakeups): each open wakes whoever waits for a partner, the write of echo into the empty ring wakes a reader waiting for data, and the close of echo tells the reader that no writer is left;", v["rd_wakeups"]
 	printf " %d bytes moved, in %d write and %d reads, the last read seeing end-of-file once echo had closed.\n", v["bytes_read"], v["writes"], v["reads"]
 }' "$stats" | fold -s -w 96 | sed '2,$s/^/#   /'

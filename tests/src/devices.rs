@@ -64,6 +64,10 @@ pub fn tests() -> Vec<Test> {
             stats_fdinfo_shows_the_counters,
         ),
         test("stats_watcher_prints_rates", stats_watcher_prints_rates),
+        test(
+            "stats_demo_tells_the_counters",
+            stats_demo_tells_the_counters,
+        ),
     ]
 }
 
@@ -751,5 +755,22 @@ fn stats_watcher_prints_rates() -> TestResult {
     );
     ensure!(rate(idle) == Some(0), "idle pipe's line: {idle}\n{out}");
     println!("# watch.sh: {busy}");
+    reload(&[])
+}
+
+/// `make demo`'s guest script runs to its end: cat and echo meet, and the counters are told as
+/// a sentence with the bytes that moved.
+fn stats_demo_tells_the_counters() -> TestResult {
+    reload(&[])?;
+    let (st, out) = run("sh", &["/tests/demo.sh"], WAIT)?;
+    ensure!(st.success(), "demo.sh failed: {out}");
+    // The sentence is folded into `#   ` lines: join them again.
+    let words = out.replace("\n#   ", "");
+    ensure!(
+        out.lines().any(|l| l == "hi")
+            && words.contains("# In words: cat opened first")
+            && words.contains("3 bytes moved, in 1 write"),
+        "demo.sh did not tell the counters:\n{out}"
+    );
     reload(&[])
 }
