@@ -22,14 +22,18 @@
 //! - `stats`: the counters of what happened in a pipe;
 //! - `wait`: wait queues whose wakeups carry a poll key, and poll table registration;
 //! - `fops`: the `file_operations` trampolines;
-//! - `chrdev`: the device numbers, class, nodes and `cdev` that route opens to `fops`.
+//! - `chrdev`: the device numbers, class, nodes and `cdev` that route opens to `fops`, and the
+//!   order in which a load registers everything;
+//! - `debugfs`: the counters files, `/sys/kernel/debug/mini_pipe/<node name>`.
 //!
 //! - `kvec`: `iov_iter`s over kernel buffers, for the KUnit tests (with `CONFIG_KUNIT` only).
 //!
-//! `chrdev`, `fops`, `wait` and `kvec` hold all the `unsafe` code.
+//! `chrdev`, `debugfs`, `fops`, `wait` and `kvec` hold all the `unsafe` code.
 
 #[path = "src/chrdev.rs"]
 mod chrdev;
+#[path = "src/debugfs.rs"]
+mod debugfs;
 #[path = "src/fops.rs"]
 mod fops;
 #[cfg(CONFIG_KUNIT = "y")]
@@ -44,14 +48,8 @@ mod stats;
 #[path = "src/wait.rs"]
 mod wait;
 
-use chrdev::Chrdev;
-use kernel::{
-    debugfs::{
-        Dir,
-        File, //
-    },
-    prelude::*,
-};
+use chrdev::Devices;
+use kernel::prelude::*;
 use pipe::Pipe;
 
 /// The largest `capacity` accepted: 16 MiB, 256 times the default. Each ring is one kvmalloc'd
@@ -79,27 +77,19 @@ module! {
     },
 }
 
-/// The module's pipes, one per device number, each owned by its statistics file in debugfs
-/// (`/sys/kernel/debug/mini_pipe/<node name>`; without `CONFIG_DEBUG_FS` the file is not made,
-/// and the pipe is all there is).
+/// The module's pipes, one per device number.
 pub(crate) struct Pipes {
-    pipes: KVec<Pin<KBox<File<Pipe>>>>,
-    _dir: Dir,
+    pipes: KVec<Pin<KBox<Pipe>>>,
 }
 
 impl Pipes {
     /// `count` pipes of `capacity` bytes each.
     fn new(count: u32, capacity: usize) -> Result<Self> {
-        let dir = Dir::new(c"mini_pipe");
         let mut pipes = KVec::with_capacity(count as usize, GFP_KERNEL)?;
-        for index in 0..count as usize {
-            let name = chrdev::node_name(index)?;
-            let file = dir.read_callback_file(&name, Pipe::new(capacity), &|pipe: &Pipe, f| {
-                pipe.show(": ").write_to(f)
-            });
-            pipes.push(KBox::pin_init(file, GFP_KERNEL)?, GFP_KERNEL)?;
+        for _ in 0..count {
+            pipes.push(KBox::pin_init(Pipe::new(capacity), GFP_KERNEL)?, GFP_KERNEL)?;
         }
-        Ok(Self { pipes, _dir: dir })
+        Ok(Self { pipes })
     }
 
     /// How many pipes there are.
@@ -109,23 +99,20 @@ impl Pipes {
 
     /// Pipe `index`, the one behind minor `index`.
     pub(crate) fn get(&self, index: usize) -> Option<&Pipe> {
-        self.pipes.get(index).map(|file| &***file)
+        self.pipes.get(index).map(|pipe| &**pipe)
     }
 }
 
 #[pin_data]
 struct MiniPipeModule {
-    // Declared first, so dropped first: once it is gone, no open can reach the pipes.
-    _chrdev: Chrdev,
-    pipes: Pipes,
+    #[pin]
+    devices: Devices,
 }
 
 impl kernel::InPlaceModule for MiniPipeModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            // The pipes first: `Chrdev::register` makes them reachable, as its last step.
-            pipes: Pipes::new(pipe_count()?, capacity()?)?,
-            _chrdev: Chrdev::register(c"mini_pipe", pipes)?,
+            devices <- Devices::new(c"mini_pipe", Pipes::new(pipe_count()?, capacity()?)?),
         })
     }
 }

@@ -24,10 +24,16 @@
 //!
 //! The `cdev`, the nodes' `struct device`s and the class are allocated by the kernel
 //! (`cdev_alloc`, `device_create`, `class_create`) and freed by the kernel's own release
-//! functions, so a release that runs late (`CONFIG_DEBUG_KOBJECT_RELEASE`) touches no module
-//! memory.
+//! functions, so a release that runs late (`CONFIG_DEBUG_KOBJECT_RELEASE`) calls no module code.
+//! It reads one byte range of the module: the class's name, which `class_create` keeps a pointer
+//! to and `class_release` prints with `pr_debug` (only with dynamic debug on for it).
 
-use crate::{pipe::Pipe, Pipes};
+use crate::{
+    debugfs::StatsFiles,
+    pipe::Pipe,
+    Pipes, //
+};
+use core::marker::PhantomPinned;
 use kernel::{
     bindings,
     error::{
@@ -61,6 +67,37 @@ pub(crate) fn node_name(index: usize) -> Result<CString> {
     }
 }
 
+/// Everything a load registers, in the order that keeps every failure path safe: the pipes
+/// first, then their counters files, then the device numbers, with the `cdev` added last; and
+/// torn down the other way round (fields drop in declaration order).
+#[pin_data]
+pub(crate) struct Devices {
+    /// Dropped first: once it is gone, no open can reach the pipes.
+    chrdev: Chrdev,
+    /// Dropped second: the counters files, which show the pipes.
+    stats: StatsFiles,
+    /// The pipes, at a fixed address for as long as the `Devices` lives (it is pinned and
+    /// `!Unpin`), which `stats` and `chrdev` rely on.
+    pipes: Pipes,
+    #[pin]
+    _pin: PhantomPinned,
+}
+
+impl Devices {
+    /// Registers `pipes` under `name` (in /proc/devices, /sys/class and debugfs).
+    pub(crate) fn new(name: &'static CStr, pipes: Pipes) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            pipes,
+            // SAFETY: `pipes` is a field of this pinned, `!Unpin` value, so it stays at its
+            // address; it is declared after `stats`, so it is dropped after it.
+            stats: unsafe { StatsFiles::new(pipes) },
+            // SAFETY: As above: `chrdev` is declared first, so it is dropped first.
+            chrdev: unsafe { Chrdev::register(name, pipes)? },
+            _pin: PhantomPinned,
+        })
+    }
+}
+
 /// The module's device numbers, class, nodes and `cdev`.
 ///
 /// # Invariants
@@ -69,7 +106,7 @@ pub(crate) fn node_name(index: usize) -> Result<CString> {
 /// `class` is a live class from `class_create`, with one device made by `device_create` for each
 /// of the numbers; `cdev` is a `cdev_alloc`'d `cdev` added with `cdev_add` for all of them, with
 /// `MINI_PIPE_FOPS` and this module as its owner; and [`PIPES`] points at the pipes, one per
-/// number.
+/// number, which outlive this value (the caller of [`Chrdev::register`] guarantees it).
 pub(crate) struct Chrdev {
     base: bindings::dev_t,
     count: u32,
@@ -84,9 +121,14 @@ unsafe impl Send for Chrdev {}
 unsafe impl Sync for Chrdev {}
 
 impl Chrdev {
-    /// Registers one device number, node and debugfs name per pipe of `pipes` (see
-    /// [`node_name`]), named `name` in /proc/devices and /sys/class.
-    pub(crate) fn register(name: &'static CStr, pipes: &Pipes) -> Result<Self> {
+    /// Registers one device number and node per pipe of `pipes` (see [`node_name`]), named
+    /// `name` in /proc/devices and /sys/class.
+    ///
+    /// # Safety
+    ///
+    /// `pipes` must stay at its address and outlive the returned value: opens find the pipes
+    /// through [`PIPES`] until it is dropped.
+    pub(crate) unsafe fn register(name: &'static CStr, pipes: &Pipes) -> Result<Self> {
         let count = u32::try_from(pipes.len()).map_err(|_| EINVAL)?;
         let mut base: bindings::dev_t = 0;
         // SAFETY: `base` is valid for writes, `name` is a 'static C string.
@@ -203,9 +245,9 @@ impl Drop for Undo {
 ///
 /// # Safety
 ///
-/// Must be called from `open` of a file that `chrdev_open` found this module's cdev for: it
-/// holds a reference on the module until the file is released, and the returned pipe must not
-/// be used after that.
+/// `inode` must be valid. Must be called from `open` of a file that `chrdev_open` found this
+/// module's cdev for: it holds a reference on the module until the file is released, and the
+/// returned pipe must not be used after that.
 pub(crate) unsafe fn pipe_of_inode<'a>(inode: *const bindings::inode) -> Option<&'a Pipe> {
     let pipes = PIPES.load(Acquire);
     if pipes.is_null() {
@@ -214,8 +256,11 @@ pub(crate) unsafe fn pipe_of_inode<'a>(inode: *const bindings::inode) -> Option<
     // SAFETY: The caller passes a valid inode.
     let rdev = unsafe { (*inode).i_rdev };
     let minor = rdev & ((1 << bindings::MINORBITS) - 1);
-    // SAFETY: The cdev that sent the open is live, so `PIPES` points at the module's pipes
-    // (`Chrdev`'s invariant), which the module reference the caller holds keeps alive.
+    // SAFETY: `chrdev_open` took the caller's module reference with `try_module_get` (in
+    // `cdev_get`), which fails once the module's exit has begun, so the `Chrdev` is not dropped
+    // yet and `PIPES` points at the module's pipes (its invariant); `cdev_add` published the
+    // cdev after the store to `PIPES` (under `kobj_map`'s mutex), and the load above is an
+    // acquire. The reference keeps the pipes alive until the file is released.
     let pipes = unsafe { &*pipes };
     pipes.get(minor as usize)
 }

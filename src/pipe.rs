@@ -634,7 +634,7 @@ impl Pipe {
                 break Ok(0);
             }
             if nonblock {
-                self.stats.eagain.add_locked(1);
+                self.stats.eagain.add(1);
                 break Err(EAGAIN);
             }
             let stats = &self.stats;
@@ -739,7 +739,7 @@ impl Pipe {
                 continue;
             }
             if nonblock {
-                self.stats.eagain.add_locked(u64::from(written == 0));
+                self.stats.eagain.add(u64::from(written == 0));
                 break if written == 0 {
                     Err(EAGAIN)
                 } else {

@@ -8,10 +8,11 @@
 //! the pipe, which would count as a reader or writer and might wait.
 //!
 //! Counting is kept off the hot path's costs: a counter is a plain atomic word, read without any
-//! lock. Those that reads and writes bump on every call are updated with the pipe's mutex held,
-//! by a load and a store (no locked read-modify-write, which costs more than the rest of a small
-//! write under emulation); the others (wakeups, sleeps) with an atomic add, for they are bumped
-//! where a context switch, far dearer, happens anyway.
+//! lock. Every counter that only reads and writes update, with the pipe's mutex held (bytes,
+//! calls, sleeps, the peak), is updated by a load and a store: no locked read-modify-write, which
+//! costs more than the rest of a small write under emulation. The others take an atomic add:
+//! `eagain`, which the splice paths bump without the mutex, and the wakeups, which
+//! [`crate::wait::WaitQueue`] counts at every wake call (whether or not it finds a sleeper).
 
 use core::fmt;
 use kernel::{
@@ -67,7 +68,8 @@ pub(crate) struct Stats {
     pub(crate) writer_sleeps: Counter,
     pub(crate) reads_slept: Counter,
     pub(crate) reader_sleeps: Counter,
-    /// Reads and writes that returned `EAGAIN`.
+    /// Reads, writes and splices that returned `EAGAIN` (bumped with [`Counter::add`]: the
+    /// splice checks run without the mutex).
     pub(crate) eagain: Counter,
     /// Opens that waited for a partner.
     pub(crate) open_waits: Counter,
