@@ -19,6 +19,9 @@
 //! The crate is laid out as:
 //! - `ring`: the byte ring and its (at most two-segment) copies;
 //! - `pipe`: open, release, read and write: the semantics, all safe Rust;
+//! - `handoff`: bytes moved straight from a waiting writer's buffer to a reader's, or into a
+//!   waiting reader's, with one copy: rendezvous pipes (`capacity=0`) and `O_DSYNC` writes;
+//! - `pin`: the pinned user pages a waiting reader or writer leaves for the other side;
 //! - `stats`: the counters of what happened in a pipe;
 //! - `wait`: wait queues whose wakeups carry a poll key, and poll table registration;
 //! - `fops`: the `file_operations` trampolines;
@@ -28,7 +31,7 @@
 //!
 //! - `kvec`: `iov_iter`s over kernel buffers, for the KUnit tests (with `CONFIG_KUNIT` only).
 //!
-//! `chrdev`, `debugfs`, `fops`, `wait` and `kvec` hold all the `unsafe` code.
+//! `chrdev`, `debugfs`, `fops`, `pin`, `wait` and `kvec` hold all the `unsafe` code.
 
 #[path = "src/chrdev.rs"]
 mod chrdev;
@@ -36,9 +39,13 @@ mod chrdev;
 mod debugfs;
 #[path = "src/fops.rs"]
 mod fops;
+#[path = "src/handoff.rs"]
+mod handoff;
 #[cfg(CONFIG_KUNIT = "y")]
 #[path = "src/kvec.rs"]
 mod kvec;
+#[path = "src/pin.rs"]
+mod pin;
 #[path = "src/pipe.rs"]
 mod pipe;
 #[path = "src/ring.rs"]
@@ -68,7 +75,7 @@ module! {
     params: {
         capacity: usize {
             default: 65536,
-            description: "Ring capacity in bytes of each pipe (1 to 16777216; default 65536, as a Linux pipe)",
+            description: "Ring capacity in bytes of each pipe (0 to 16777216; default 65536, as a Linux pipe; 0: a rendezvous channel, no ring)",
         },
         pipes: u32 {
             default: 1,
@@ -128,10 +135,11 @@ fn pipe_count() -> Result<u32> {
 }
 
 /// The `capacity` parameter, checked: out of range, loading fails with `EINVAL` and says why.
+/// 0 makes rendezvous channels: no ring, every write waits for readers to take its bytes.
 fn capacity() -> Result<usize> {
     let capacity = module_parameters::capacity.value();
-    if capacity == 0 || capacity > MAX_CAPACITY {
-        pr_err!("capacity={capacity} is out of range: use 1 to {MAX_CAPACITY} bytes\n");
+    if capacity > MAX_CAPACITY {
+        pr_err!("capacity={capacity} is out of range: use 0 to {MAX_CAPACITY} bytes\n");
         return Err(EINVAL);
     }
     Ok(capacity)

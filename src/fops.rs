@@ -32,7 +32,10 @@ use kernel::{
         c_ulong, //
     },
     fs::{
-        file::flags::O_NONBLOCK,
+        file::flags::{
+            O_DSYNC,
+            O_NONBLOCK, //
+        },
         File, //
     },
     iov::{
@@ -219,8 +222,13 @@ unsafe extern "C" fn mini_pipe_write_iter(
     // SAFETY: `iter` is a valid ITER_SOURCE iov_iter, used only through this reference, and
     // readable for this call.
     let src = unsafe { IovIterSource::from_raw(iter) };
+    // A file opened with O_DSYNC or O_SYNC (which includes it) writes synchronously: the write
+    // returns once readers have the bytes. pwritev2's RWF_DSYNC and RWF_SYNC stay what they are
+    // on a FIFO, accepted and without effect.
+    // SAFETY: The caller guarantees the kiocb and its file are valid for this call.
+    let sync = unsafe { (*(*kiocb).ki_filp).f_flags } & O_DSYNC != 0;
     let mut sigpipe = false;
-    let ret = pipe.write(src, nonblock, &mut sigpipe);
+    let ret = pipe.write(src, nonblock, sync, &mut sigpipe);
     // SAFETY: The caller guarantees the kiocb is valid for this call.
     if sigpipe && unsafe { (*kiocb).ki_flags } & IOCB_NOSIGNAL == 0 {
         // As anon_pipe_write: a write with no reader raises SIGPIPE in the writer, unless the

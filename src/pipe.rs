@@ -24,6 +24,15 @@
 
 use crate::{
     fops::FasyncList,
+    handoff::{
+        Handoffs,
+        Offered,
+        Ticket, //
+    },
+    pin::{
+        PinnedPages,
+        MAX_PINNED_PAGES, //
+    },
     ring::Ring,
     stats::{
         Show,
@@ -45,10 +54,12 @@ use kernel::{
         IovIterSource, //
     },
     new_mutex,
+    page::PAGE_SIZE,
     prelude::*,
     seq_file::SeqFile,
     seq_print,
     sync::{
+        aref::ARef,
         atomic::{
             Atomic,
             Relaxed, //
@@ -60,6 +71,7 @@ use kernel::{
         Mutex,
         MutexGuard, //
     },
+    task::Task,
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -75,6 +87,9 @@ const POLLIN: u32 = bindings::POLLIN | bindings::POLLRDNORM;
 const POLLOUT: u32 = bindings::POLLOUT | bindings::POLLWRNORM;
 /// A wakeup with no key: every waiter and every poller (fs/pipe.c's `wake_up_interruptible_all`).
 const ANY: u32 = 0;
+/// The most a waiting writer offers at a time from kernel memory (splice), copied: a bound on
+/// the kernel memory one write holds.
+const COPY_CHUNK: usize = 64 << 10;
 /// The `si_code`s `kill_fasync` puts in the `SIGIO` it sends.
 const POLL_IN: i32 = bindings::POLL_IN as i32;
 const POLL_OUT: i32 = bindings::POLL_OUT as i32;
@@ -183,9 +198,29 @@ struct PipeInner {
     /// since the last wake-all). A writer lowers it before it sleeps; waking all writers resets
     /// it, and those that still find too little room lower it again (`writers_to_wake`).
     min_need: usize,
+    /// Writers waiting for readers to take their bytes, and (at `capacity=0`) readers waiting
+    /// with their buffers: the bytes that move with one copy, outside the ring.
+    handoffs: Handoffs,
 }
 
 impl PipeInner {
+    /// The ring's bytes that come before the first offer in the stream (all of them when
+    /// nothing is offered): a read takes these first.
+    fn ring_ahead(&self) -> usize {
+        match self.handoffs.head_mark() {
+            Some(mark) => {
+                let ahead = mark.saturating_sub(self.ring.read_total());
+                self.ring.len().min(ahead.try_into().unwrap_or(usize::MAX))
+            }
+            None => self.ring.len(),
+        }
+    }
+
+    /// Whether a read has something to take now, from the ring or from a waiting writer.
+    fn readable(&self) -> bool {
+        !self.ring.is_empty() || self.handoffs.offered() > 0
+    }
+
     /// Notes that a writer needing `need` bytes of room is about to sleep for it, and returns
     /// whom it must wake first: if it was `woken` and finds too little room, whoever could use
     /// that room, so that it does not keep a wakeup it cannot use (nobody if it was not woken).
@@ -225,6 +260,9 @@ impl PipeInner {
 /// Written only with the mutex held, by [`Pipe::publish`], from the [`PipeInner`] it guards.
 struct Unlocked {
     queued: Atomic<usize>,
+    /// Bytes waiting writers offer, and room in the buffers of readers waiting in read.
+    offered: Atomic<usize>,
+    slot_room: Atomic<usize>,
     readers: Atomic<u32>,
     writers: Atomic<u32>,
     w_counter: Atomic<u32>,
@@ -279,16 +317,24 @@ impl Pipe {
                 r_counter: 0,
                 w_counter: 0,
                 min_need: usize::MAX,
+                handoffs: Handoffs::new(),
             }),
             rd_wait <- new_wait_queue!("mini_pipe::rd_wait"),
             wr_wait <- new_wait_queue!("mini_pipe::wr_wait"),
             fasync_readers: FasyncList::new(),
             fasync_writers: FasyncList::new(),
             // Before `capacity`: the initialiser shadows each field's name once it is set.
-            atomic_max: PIPE_BUF.min(capacity),
+            // A rendezvous pipe holds no byte, but its writes of up to PIPE_BUF are atomic too.
+            atomic_max: if capacity == 0 {
+                PIPE_BUF
+            } else {
+                PIPE_BUF.min(capacity)
+            },
             capacity,
             unlocked: Unlocked {
                 queued: Atomic::new(0),
+                offered: Atomic::new(0),
+                slot_room: Atomic::new(0),
                 readers: Atomic::new(0),
                 writers: Atomic::new(0),
                 w_counter: Atomic::new(0),
@@ -306,9 +352,17 @@ impl Pipe {
     fn publish(&self, inner: &PipeInner) {
         let u = &self.unlocked;
         u.queued.store(inner.ring.len(), Relaxed);
+        self.publish_handoffs(inner);
         u.readers.store(inner.readers, Relaxed);
         u.writers.store(inner.writers, Relaxed);
         u.w_counter.store(inner.w_counter, Relaxed);
+    }
+
+    /// [`Pipe::publish`] for a change to the offers or slots.
+    fn publish_handoffs(&self, inner: &PipeInner) {
+        let u = &self.unlocked;
+        u.offered.store(inner.handoffs.offered(), Relaxed);
+        u.slot_room.store(inner.handoffs.slot_room(), Relaxed);
     }
 
     /// [`Pipe::publish`] for a read or write, which changes only the bytes queued.
@@ -468,7 +522,9 @@ impl Pipe {
         }
         let (no_readers, no_writers) = (inner.readers == 0, inner.writers == 0);
         if no_readers && no_writers {
-            // Nobody is left to poll or wait: the pipe starts afresh.
+            // Nobody is left to poll or wait: the pipe starts afresh. (Nobody is left to offer
+            // or wait with a buffer either: each takes its offer or slot back before it leaves.)
+            debug_assert!(inner.handoffs.is_empty());
             inner.ring.clear();
             inner.min_need = usize::MAX;
             self.pseudo_edgetrigger.store(false, Relaxed);
@@ -523,7 +579,7 @@ impl Pipe {
         let u = &self.unlocked;
         let mut mask = 0;
         if mode.read {
-            if u.queued.load(Relaxed) > 0 {
+            if u.queued.load(Relaxed) > 0 || u.offered.load(Relaxed) > 0 {
                 mask |= POLLIN;
             }
             if u.writers.load(Relaxed) == 0 && f_pipe != u64::from(u.w_counter.load(Relaxed)) {
@@ -531,7 +587,14 @@ impl Pipe {
             }
         }
         if mode.write {
-            if writable(self.capacity - u.queued.load(Relaxed), self.atomic_max) {
+            // At `capacity=0`, a write goes in without waiting only into a reader waiting in
+            // read.
+            let writable = if self.capacity == 0 {
+                u.slot_room.load(Relaxed) > 0
+            } else {
+                writable(self.capacity - u.queued.load(Relaxed), self.atomic_max)
+            };
+            if writable {
                 mask |= POLLOUT;
             }
             // Linux reports POLLERR for a FIFO with no reader, as for a pipe.
@@ -588,9 +651,12 @@ impl Pipe {
 
     /// Reads into `dst` (fs/pipe.c: `pipe_read`).
     ///
-    /// Waits while the ring is empty and a writer exists, then returns what is queued up to
-    /// `dst`'s length: it never waits once something has been copied. Empty with no writer is
-    /// end-of-file (0). `nonblock` turns the wait into `EAGAIN`; a signal into `ERESTARTSYS`.
+    /// Waits while there is nothing to read and a writer exists, then returns what is there up
+    /// to `dst`'s length: it never waits once something has been copied. What is there is the
+    /// ring's bytes and, after them in the order the writes came, the bytes of writers waiting
+    /// for readers ([`crate::handoff`]). Nothing to read with no writer is end-of-file (0).
+    /// `nonblock` turns the wait into `EAGAIN`; a signal into `ERESTARTSYS`. At `capacity=0`, a
+    /// reader waits with its buffer pinned, and the next writer copies straight into it.
     pub(crate) fn read(&self, dst: &mut IovIterDest<'_>, nonblock: bool) -> Result<usize> {
         let want = dst.len();
         if want == 0 {
@@ -604,19 +670,22 @@ impl Pipe {
         // The writers to wake once the mutex is dropped (fs/pipe.c: `wake_writer`).
         let mut wake_writers = Wake::Nobody;
         let result = loop {
-            if !inner.ring.is_empty() {
+            let ahead = inner.ring_ahead();
+            if ahead > 0 {
+                // The ring's bytes up to the first waiting writer's, if any.
+                let want_ring = want.min(ahead);
                 let before = inner.ring.room();
                 // When this read empties the ring, the writers may be woken before the copy
                 // (`wakes_early`); otherwise they are woken after it, as in fs/pipe.c. A
                 // faulting copy frees less room than foreseen; a woken writer that then finds
                 // too little passes the wakeup on or waits again (`write`).
-                let early = self.wakes_early(want >= inner.ring.len(), &self.wr_polled);
+                let early = self.wakes_early(want_ring >= inner.ring.len(), &self.wr_polled);
                 if early {
-                    let after = before + want.min(inner.ring.len());
+                    let after = before + want_ring;
                     let wake = inner.writers_to_wake(before, after, self.atomic_max);
                     self.wake_writers(wake, false);
                 }
-                let copied = inner.ring.read_into(dst, want);
+                let mut copied = inner.ring.read_into(dst, want_ring);
                 self.publish_queued(&inner);
                 self.stats.bytes_read.add_locked(copied as u64);
                 // Once somebody polls for room, the wakeup comes now, after the copy. A poller
@@ -628,6 +697,13 @@ impl Pipe {
                 if !early || (became_writable && self.polled_since_publish(&self.wr_polled)) {
                     wake_writers = inner.writers_to_wake(before, after, self.atomic_max);
                 }
+                if copied == want_ring && copied < want {
+                    copied += self.take_offers(&mut inner, dst, want - copied);
+                }
+                break if copied == 0 { Err(EFAULT) } else { Ok(copied) };
+            }
+            if inner.handoffs.offered() > 0 {
+                let copied = self.take_offers(&mut inner, dst, want);
                 break if copied == 0 { Err(EFAULT) } else { Ok(copied) };
             }
             if inner.writers == 0 {
@@ -636,6 +712,19 @@ impl Pipe {
             if nonblock {
                 self.stats.eagain.add(1);
                 break Err(EAGAIN);
+            }
+            if self.capacity == 0 {
+                // Wait with the buffer pinned, for a writer to fill (kernel memory, as from
+                // splice, has nothing to pin: it waits below for a writer's offer).
+                match PinnedPages::from_dest(dst, want.min(MAX_PINNED_PAGES * PAGE_SIZE)) {
+                    Ok(Some(pages)) => {
+                        let result;
+                        (inner, result) = self.read_into_slot(inner, pages);
+                        break result;
+                    }
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                }
             }
             let stats = &self.stats;
             if !woken {
@@ -650,7 +739,7 @@ impl Pipe {
                 // A signal ended the wait. If a writer's wakeup had picked this reader, it
                 // must not be lost: pass it on while there is data (pipe.c gets the same from
                 // prepare_to_wait_event, which lets a woken exclusive waiter go on).
-                let pass_on = !inner.ring.is_empty();
+                let pass_on = inner.readable();
                 drop(inner);
                 if pass_on {
                     self.rd_wait.wake_one_sync(POLLIN);
@@ -659,7 +748,7 @@ impl Pipe {
             }
             woken = true;
         };
-        let wake_next_reader = woken && !inner.ring.is_empty();
+        let wake_next_reader = woken && inner.readable();
         drop(inner);
         self.wake_writers(wake_writers, self.sync_wakeups());
         if wake_next_reader {
@@ -667,6 +756,64 @@ impl Pipe {
         }
         self.fasync_writers.kill(POLL_OUT);
         result
+    }
+
+    /// Takes up to `max` bytes that waiting writers offer, in order, into `dst`, as long as no
+    /// byte of the ring comes before them. Each writer whose last byte is taken is woken.
+    fn take_offers(&self, inner: &mut PipeInner, dst: &mut IovIterDest<'_>, max: usize) -> usize {
+        let mut copied = 0;
+        while copied < max && inner.ring_ahead() == 0 && inner.handoffs.offered() > 0 {
+            let taken = inner.handoffs.take(dst, max - copied);
+            copied += taken.bytes;
+            self.stats.bytes_direct.add_locked(taken.direct as u64);
+            if taken.bytes == 0 {
+                // `dst` faulted.
+                break;
+            }
+        }
+        self.stats.bytes_read.add_locked(copied as u64);
+        self.publish_handoffs(inner);
+        copied
+    }
+
+    /// Waits, at `capacity=0`, with the reader's buffer (`pages`) left for writers to fill, until
+    /// a writer has put bytes in it, the last writer has left (end-of-file) or a signal came.
+    /// Returns the guard and what the read returns: the bytes that arrived, whatever else
+    /// happened.
+    fn read_into_slot<'a>(
+        &self,
+        mut inner: MutexGuard<'a, PipeInner>,
+        pages: PinnedPages,
+    ) -> (MutexGuard<'a, PipeInner>, Result<usize>) {
+        let ticket = match inner.handoffs.open_slot(pages, current_task()) {
+            Ok(ticket) => ticket,
+            Err(e) => return (inner, Err(e)),
+        };
+        self.publish_handoffs(&inner);
+        // A write would go in now: tell writers that poll, or asked for SIGIO.
+        self.wr_wait.wake_one(POLLOUT);
+        self.fasync_writers.kill(POLL_OUT);
+        let stats = &self.stats;
+        stats.reads_slept.add_locked(1);
+        stats.readers_asleep.inc_locked();
+        let signal = loop {
+            stats.reader_sleeps.add_locked(1);
+            // Shared: a writer wakes this reader by name, once it has filled some of its slot.
+            let signal;
+            (inner, signal) = self.rd_wait.wait(inner, Sleep::Shared);
+            if signal || inner.handoffs.slot_filled(&ticket) > 0 || inner.writers == 0 {
+                break signal;
+            }
+        };
+        stats.readers_asleep.dec_locked();
+        let filled = inner.handoffs.close_slot(ticket);
+        self.publish_handoffs(&inner);
+        stats.bytes_read.add_locked(filled as u64);
+        let result = match filled {
+            0 if signal => Err(ERESTARTSYS),
+            filled => Ok(filled),
+        };
+        (inner, result)
     }
 
     /// Writes from `src` (fs/pipe.c: `pipe_write`).
@@ -677,15 +824,22 @@ impl Pipe {
     /// arrives or the last reader leaves (the error when nothing moved). No reader: `EPIPE`,
     /// and `sigpipe` is set to true for the caller, which sends `SIGPIPE` unless the write
     /// asked for none (`RWF_NOSIGNAL`).
+    ///
+    /// At `capacity=0`, and for a blocking `sync` write (`O_DSYNC`, `O_SYNC`), the write waits
+    /// for readers instead of the ring ([`Pipe::write_sync`]).
     pub(crate) fn write(
         &self,
         src: &mut IovIterSource<'_>,
         nonblock: bool,
+        sync: bool,
         sigpipe: &mut bool,
     ) -> Result<usize> {
         let total = src.len();
         if total == 0 {
             return Ok(0);
+        }
+        if self.capacity == 0 || (sync && !nonblock) {
+            return self.write_sync(src, nonblock, sigpipe);
         }
         let need = write_needs(total, self.atomic_max);
         let mut written = 0;
@@ -789,6 +943,136 @@ impl Pipe {
         result
     }
 
+    /// Writes from `src` and waits until readers have taken every byte ([`crate::handoff`]):
+    /// every write at `capacity=0`, and a blocking `O_DSYNC` or `O_SYNC` one on any pipe.
+    ///
+    /// The bytes never enter the ring. Into the buffers of readers waiting in read (at
+    /// `capacity=0`) they go at once, with one copy; the rest is offered, behind whatever the
+    /// ring holds, and the write sleeps until readers have taken it all. A signal or the last
+    /// reader leaving ends the wait with the count readers took (the error when none; `EPIPE`
+    /// and `sigpipe` as in [`Pipe::write`]), and the offer is taken back: nothing it held is
+    /// read later. A non-blocking write only fills the buffers of readers waiting now: a write
+    /// of at most `PIPE_BUF` bytes all at once or not at all (`EAGAIN`), a larger one as much as
+    /// they hold.
+    fn write_sync(
+        &self,
+        src: &mut IovIterSource<'_>,
+        nonblock: bool,
+        sigpipe: &mut bool,
+    ) -> Result<usize> {
+        let total = src.len();
+        let mut written = 0;
+        let mut inner = self.inner.lock();
+        let stats = &self.stats;
+        stats.writes.add_locked(1);
+        stats.sync_writes.add_locked(1);
+        let mut slept = false;
+        let result = loop {
+            if inner.readers == 0 {
+                *sigpipe = true;
+                break if written == 0 {
+                    Err(EPIPE)
+                } else {
+                    Ok(written)
+                };
+            }
+            let left = total - written;
+            let room = inner.handoffs.slot_room();
+            // Straight into waiting readers' buffers, when no byte comes before this write's.
+            let first = inner.ring.is_empty() && inner.handoffs.offered() == 0;
+            let all_or_nothing = nonblock && total <= self.atomic_max;
+            if first && room > 0 && (room >= left || !all_or_nothing) {
+                let copied = inner.handoffs.fill(src, left);
+                written += copied;
+                stats.bytes_written.add_locked(copied as u64);
+                stats.bytes_direct.add_locked(copied as u64);
+                self.publish_handoffs(&inner);
+                if copied < left.min(room) {
+                    // `src` faulted: the bytes before the fault count, as for a buffered write.
+                    break if written == 0 {
+                        Err(EFAULT)
+                    } else {
+                        Ok(written)
+                    };
+                }
+                if written == total {
+                    break Ok(written);
+                }
+                continue;
+            }
+            if nonblock {
+                stats.eagain.add(u64::from(written == 0));
+                break if written == 0 {
+                    Err(EAGAIN)
+                } else {
+                    Ok(written)
+                };
+            }
+            // Offer the rest, and wait until readers have taken it.
+            let bytes = match offer_from(src, left, self.atomic_max) {
+                Ok(bytes) => bytes,
+                Err(e) => break if written == 0 { Err(e) } else { Ok(written) },
+            };
+            let mark = inner
+                .ring
+                .read_total()
+                .wrapping_add(inner.ring.len() as u64);
+            let ticket = match inner.handoffs.offer(mark, bytes, current_task()) {
+                Ok(ticket) => ticket,
+                Err(e) => break if written == 0 { Err(e) } else { Ok(written) },
+            };
+            self.publish_handoffs(&inner);
+            self.rd_wait.wake_one(POLLIN);
+            self.fasync_readers.kill(POLL_IN);
+            if !core::mem::replace(&mut slept, true) {
+                stats.writes_slept.add_locked(1);
+            }
+            let signal;
+            (inner, signal) = self.wait_for_takers(inner, &ticket);
+            let (_, len) = inner.handoffs.offer_progress(&ticket);
+            let taken = inner.handoffs.withdraw(ticket);
+            self.publish_handoffs(&inner);
+            written += taken;
+            stats.bytes_written.add_locked(taken as u64);
+            if taken < len && signal {
+                break if written == 0 {
+                    Err(ERESTARTSYS)
+                } else {
+                    Ok(written)
+                };
+            }
+            // All taken: go on with the rest, if any. Or the last reader left: see above.
+            if written == total {
+                break Ok(written);
+            }
+        };
+        drop(inner);
+        result
+    }
+
+    /// Sleeps until readers have taken all of the offer `ticket`, the last reader has left, or
+    /// a signal came. Returns the guard and whether a signal is pending.
+    fn wait_for_takers<'a>(
+        &self,
+        mut inner: MutexGuard<'a, PipeInner>,
+        ticket: &Ticket,
+    ) -> (MutexGuard<'a, PipeInner>, bool) {
+        let stats = &self.stats;
+        stats.writers_asleep.inc_locked();
+        let signal = loop {
+            stats.writer_sleeps.add_locked(1);
+            // Shared: the reader that takes the last byte wakes this writer by name.
+            let signal;
+            (inner, signal) = self.wr_wait.wait(inner, Sleep::Shared);
+            let (taken, len) = inner.handoffs.offer_progress(ticket);
+            if signal || taken == len || inner.readers == 0 {
+                break signal;
+            }
+        };
+        stats.writers_asleep.dec_locked();
+        (inner, signal)
+    }
+
     /// Whether a splice out of the pipe that must not wait (`SPLICE_F_NONBLOCK`) has to fail
     /// with `EAGAIN` before it starts: the ring is empty while a writer is there.
     ///
@@ -798,7 +1082,9 @@ impl Pipe {
     /// write, as a blocking read would.
     pub(crate) fn splice_read_would_wait(&self) -> bool {
         let u = &self.unlocked;
-        let would = u.queued.load(Relaxed) == 0 && u.writers.load(Relaxed) > 0;
+        let would = u.queued.load(Relaxed) == 0
+            && u.offered.load(Relaxed) == 0
+            && u.writers.load(Relaxed) > 0;
         if would {
             self.stats.eagain.add(1);
         }
@@ -817,7 +1103,11 @@ impl Pipe {
         if u.readers.load(Relaxed) == 0 {
             return Ok(len);
         }
-        let room = self.capacity - u.queued.load(Relaxed);
+        let room = if self.capacity == 0 {
+            u.slot_room.load(Relaxed)
+        } else {
+            self.capacity - u.queued.load(Relaxed)
+        };
         match write_needs(len, self.atomic_max) {
             need if room < need => {
                 self.stats.eagain.add(1);
@@ -836,6 +1126,7 @@ impl Pipe {
             now: Snapshot {
                 capacity: self.capacity,
                 queued: u.queued.load(Relaxed),
+                offered: u.offered.load(Relaxed),
                 readers: u.readers.load(Relaxed),
                 writers: u.writers.load(Relaxed),
                 rd_wakeups: self.rd_wait.wakeups(),
@@ -851,12 +1142,14 @@ impl Pipe {
         seq_print!(m, "{}", self.show(":\t"));
     }
 
-    /// Handles an ioctl: `FIONREAD` stores the number of queued bytes as an `int` at `arg`,
+    /// Handles an ioctl: `FIONREAD` stores the number of bytes a read could take now (queued,
+    /// and offered by writers waiting for readers) as an `int` at `arg`,
     /// without taking the mutex; anything else is `ENOTTY`, as for a FIFO.
     pub(crate) fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             kernel::bindings::FIONREAD => {
-                let queued = self.unlocked.queued.load(Relaxed);
+                let u = &self.unlocked;
+                let queued = u.queued.load(Relaxed) + u.offered.load(Relaxed);
                 // The capacity limit keeps this far below `i32::MAX`.
                 let queued = i32::try_from(queued).map_err(|_| EOVERFLOW)?;
                 let mut user = UserSlice::new(UserPtr::from_addr(arg), size_of::<i32>()).writer();
@@ -866,6 +1159,25 @@ impl Pipe {
             _ => Err(ENOTTY),
         }
     }
+}
+
+/// The current task, for a waiting writer or reader to be woken by name.
+fn current_task() -> ARef<Task> {
+    ARef::from(&**kernel::current!())
+}
+
+/// What a writer about to wait offers of the next `left` bytes of `src`: its pages, pinned, up
+/// to [`MAX_PINNED_PAGES`]; a copy for a write's last `atomic_max` bytes or fewer (all of an
+/// atomic write, in one offer), and for kernel memory, which has nothing to pin.
+fn offer_from(src: &mut IovIterSource<'_>, left: usize, atomic_max: usize) -> Result<Offered> {
+    if left > atomic_max {
+        if let Some(pages) = PinnedPages::from_source(src, left.min(MAX_PINNED_PAGES * PAGE_SIZE))?
+        {
+            return Ok(Offered::Pinned(pages));
+        }
+        return Offered::copy(src, left.min(COPY_CHUNK));
+    }
+    Offered::copy(src, left)
 }
 
 #[kunit_tests(mini_pipe_wakeups)]
@@ -939,6 +1251,7 @@ mod tests {
                     r_counter: 1,
                     w_counter: 1,
                     min_need: usize::MAX,
+                    handoffs: Handoffs::new(),
                 },
                 atomic_max,
                 asleep: KVec::new(),
@@ -1088,6 +1401,41 @@ mod tests {
         assert!(!wake_early(true, false, false));
         // A poller must see the new state when woken.
         assert!(!wake_early(true, true, true));
+    }
+
+    /// An `O_DSYNC` writer's offer takes its place in the stream behind the bytes queued
+    /// before it, and before those queued after it (`ring_ahead`, as `read` uses it).
+    #[test]
+    fn offers_come_after_the_bytes_queued_before_them() {
+        let mut m = Model::new(16, 8);
+        let inner = &mut m.inner;
+        let push = |inner: &mut PipeInner, data: &[u8]| {
+            with_source(data, |src| inner.ring.write_from(src, data.len()))
+        };
+        let pop = |inner: &mut PipeInner, n: usize| {
+            let mut out = [0u8; 16];
+            with_dest(&mut out[..n], |dst| inner.ring.read_into(dst, n))
+        };
+        push(inner, b"abcde");
+        let mark = inner.ring.read_total() + inner.ring.len() as u64;
+        let bytes = with_source(b"XYZ", |src| Offered::copy(src, 3)).unwrap();
+        let ticket = inner.handoffs.offer(mark, bytes, current_task()).unwrap();
+        push(inner, b"fg");
+        // The ring holds 7 bytes, but only the 5 before the offer come first.
+        assert_eq!(inner.ring_ahead(), 5);
+        assert_eq!(pop(inner, 3), 3);
+        assert_eq!(inner.ring_ahead(), 2);
+        assert_eq!(pop(inner, 2), 2);
+        // Now the offer: no ring byte is ahead of it, though two are queued.
+        assert_eq!((inner.ring_ahead(), inner.ring.len()), (0, 2));
+        assert!(inner.readable());
+        let mut out = [0u8; 8];
+        let taken = with_dest(&mut out, |dst| inner.handoffs.take(dst, 8));
+        assert_eq!((taken.bytes, &out[..3]), (3, &b"XYZ"[..]));
+        // Taken, not yet withdrawn: the ring's last bytes are next.
+        assert_eq!(inner.ring_ahead(), 2);
+        assert_eq!(inner.handoffs.withdraw(ticket), 3);
+        assert_eq!(inner.ring_ahead(), 2);
     }
 
     #[test]

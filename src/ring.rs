@@ -23,25 +23,32 @@ use kernel::{
 ///
 /// # Invariants
 ///
-/// `tail < buf.len()` and `len <= buf.len()`, and `buf.len() > 0`.
+/// `len <= buf.len()`, and `tail < buf.len()` (or `tail == 0` for a ring of capacity 0, which a
+/// rendezvous pipe has: it never holds a byte).
 pub(crate) struct Ring {
     buf: KVVec<u8>,
     tail: usize,
     len: usize,
+    /// Bytes ever read out of the ring (wrapping): with [`Ring::len`], a position in the stream
+    /// of bytes that went through it.
+    read_total: u64,
 }
 
 impl Ring {
     /// Allocates a zeroed ring of `capacity` bytes (so that nothing but what writers wrote can
-    /// ever be read back).
+    /// ever be read back). A ring of capacity 0 is always empty and always full.
     pub(crate) fn new(capacity: usize) -> Result<Self> {
-        if capacity == 0 {
-            return Err(EINVAL);
-        }
         Ok(Self {
             buf: KVVec::from_elem(0u8, capacity, GFP_KERNEL)?,
             tail: 0,
             len: 0,
+            read_total: 0,
         })
+    }
+
+    /// Bytes ever read out of the ring, wrapping at 2^64.
+    pub(crate) fn read_total(&self) -> u64 {
+        self.read_total
     }
 
     /// The capacity in bytes, fixed at creation.
@@ -105,6 +112,7 @@ impl Ring {
             n - to_end
         };
         self.len -= n;
+        self.read_total = self.read_total.wrapping_add(n as u64);
         if self.len == 0 {
             // Start the next writes at the front: fewer copies are split in two.
             self.tail = 0;
@@ -333,7 +341,13 @@ mod tests {
             assert_eq!(ring.room(), 0);
             assert_eq!(pop(&mut ring, 8).0.as_slice(), &[b]);
         }
-        assert!(Ring::new(0).is_err());
+        // Capacity 0 (a rendezvous pipe): nothing goes in, nothing comes out.
+        let mut ring = Ring::new(0).unwrap();
+        assert!(ring.is_empty());
+        assert_eq!((ring.len(), ring.room(), ring.capacity()), (0, 0, 0));
+        assert_eq!(ring.push_with(10, |seg| seg.len()), 0);
+        assert_eq!(ring.pop_with(10, |seg| seg.len()), 0);
+        assert_eq!(ring.read_total(), 0);
     }
 
     #[test]
@@ -369,7 +383,11 @@ mod tests {
         assert_eq!(ring.push_with(5, |seg| seg.len()), 5);
         assert_eq!(ring.pop_with(2, |seg| seg.len()), 2);
         assert_eq!(ring.len(), 3);
+        // The stream position counts what left the ring, not what was cleared.
+        assert_eq!(ring.pop_with(1, |seg| seg.len()), 1);
+        assert_eq!(ring.read_total(), 3);
         ring.clear();
+        assert_eq!(ring.read_total(), 3);
         assert!(ring.is_empty());
         assert_eq!(ring.room(), 16);
     }

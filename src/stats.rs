@@ -75,6 +75,11 @@ pub(crate) struct Stats {
     pub(crate) open_waits: Counter,
     /// The most bytes ever queued at once.
     pub(crate) peak_queued: Counter,
+    /// Bytes that went straight from a writer's buffer to a reader's, with one copy
+    /// ([`crate::handoff`]): into a reader's pinned pages, or out of a writer's.
+    pub(crate) bytes_direct: Counter,
+    /// Writes that waited for readers to take their bytes: at `capacity=0`, and `O_DSYNC`.
+    pub(crate) sync_writes: Counter,
     /// Readers (writers) asleep in read (write) now.
     pub(crate) readers_asleep: Gauge,
     pub(crate) writers_asleep: Gauge,
@@ -94,6 +99,8 @@ impl Stats {
             eagain: Counter::new(),
             open_waits: Counter::new(),
             peak_queued: Counter::new(),
+            bytes_direct: Counter::new(),
+            sync_writes: Counter::new(),
             readers_asleep: Gauge::new(),
             writers_asleep: Gauge::new(),
         }
@@ -129,6 +136,8 @@ impl Gauge {
 pub(crate) struct Snapshot {
     pub(crate) capacity: usize,
     pub(crate) queued: usize,
+    /// Bytes waiting writers offer, outside the ring ([`crate::handoff`]).
+    pub(crate) offered: usize,
     pub(crate) readers: u32,
     pub(crate) writers: u32,
     pub(crate) rd_wakeups: u64,
@@ -153,7 +162,7 @@ impl Show<'_> {
     /// Writes the lines to `f`.
     pub(crate) fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
         let (s, now) = (self.stats, &self.now);
-        let lines: [(&str, u64); 19] = [
+        let lines: [(&str, u64); 22] = [
             ("capacity", now.capacity as u64),
             ("queued", now.queued as u64),
             ("readers", now.readers.into()),
@@ -173,6 +182,9 @@ impl Show<'_> {
             ("eagain", s.eagain.get()),
             ("open_waits", s.open_waits.get()),
             ("peak_queued", s.peak_queued.get()),
+            ("offered", now.offered as u64),
+            ("bytes_direct", s.bytes_direct.get()),
+            ("sync_writes", s.sync_writes.get()),
         ];
         for (name, value) in lines {
             writeln!(f, "{name}{}{value}", self.sep)?;
@@ -213,6 +225,7 @@ mod tests {
             now: Snapshot {
                 capacity: 4096,
                 queued: 5,
+                offered: 7,
                 readers: 1,
                 writers: 2,
                 rd_wakeups: 3,
@@ -222,10 +235,11 @@ mod tests {
         };
         let text = CString::try_from_fmt(fmt!("{show}")).unwrap();
         let text = text.to_str().unwrap();
-        assert_eq!(text.lines().count(), 19);
+        assert_eq!(text.lines().count(), 22);
         assert!(text.starts_with("capacity: 4096\nqueued: 5\nreaders: 1\nwriters: 2\n"));
         assert!(text.contains("\nbytes_written: 12\n"));
         assert!(text.contains("\nrd_wakeups: 3\n"));
-        assert!(text.ends_with("open_waits: 1\npeak_queued: 0\n"));
+        assert!(text.contains("\nopen_waits: 1\n"));
+        assert!(text.ends_with("peak_queued: 0\noffered: 7\nbytes_direct: 0\nsync_writes: 0\n"));
     }
 }

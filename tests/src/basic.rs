@@ -120,13 +120,14 @@ fn rmmod_insmod() -> TestResult {
     Ok(())
 }
 
-/// capacity=0 or above the limit: insmod fails with EINVAL, dmesg says why, no node appears.
+/// A capacity above the limit: insmod fails with EINVAL, dmesg says why, no node appears. 0 (a
+/// rendezvous channel), 1 and the limit load.
 fn capacity_out_of_range() -> TestResult {
     if is_loaded() {
         let (st, out) = run("rmmod", &["mini_pipe"], SHORT)?;
         ensure!(st.success(), "rmmod failed: {out}");
     }
-    for bad in ["0", "16777217"] {
+    for bad in ["16777217", "18446744073709551615"] {
         let param = format!("capacity={bad}");
         let (st, out) = run("insmod", &[KO, &param], SHORT)?;
         ensure!(!st.success(), "insmod {param} succeeded");
@@ -142,7 +143,7 @@ fn capacity_out_of_range() -> TestResult {
         let said = format!("capacity={bad} is out of range");
         ensure!(dmesg.contains(&said), "dmesg does not say '{said}'");
     }
-    for good in ["1", "16777216"] {
+    for good in ["0", "1", "16777216"] {
         reload(&[&format!("capacity={good}")])?;
     }
     reload(&[])

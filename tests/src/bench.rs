@@ -32,6 +32,7 @@
 use crate::util::{blocked_in_syscall, open, reload, Helper, DEV, SYS_READ, SYS_WRITE};
 use nix::{
     fcntl::{fcntl, FcntlArg},
+    libc,
     sys::signal::{kill, Signal},
     sys::stat::Mode,
     time::{clock_getres, clock_gettime, ClockId},
@@ -52,6 +53,9 @@ use std::{
 
 /// Where the FIFO is made.
 const FIFO: &str = "/tmp/mini_pipe_bench.fifo";
+/// The second FIFO of the ping-pong, and the second pipe (a load with `pipes=2`).
+const FIFO2: &str = "/tmp/mini_pipe_bench2.fifo";
+const DEV2: &str = "/dev/mini_pipe1";
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 /// mini_pipe's default capacity, loaded again at the end.
@@ -203,8 +207,13 @@ struct Plan {
     /// Scaling: (writers, readers) pairs, and the bytes moved per cell.
     scaling: Vec<(usize, usize)>,
     scaling_bytes: usize,
-    /// Which parts run: throughput, latency, scaling, seeds.
+    /// Which parts run: throughput, latency, scaling, seeds, rendezvous.
     parts: Vec<String>,
+    /// Rendezvous: the write (and read) sizes, and the ping-pong runs per object and round
+    /// trips per run.
+    rv_sizes: Vec<usize>,
+    pp_reps: usize,
+    pp_count: usize,
 }
 
 impl Plan {
@@ -269,6 +278,9 @@ impl Plan {
                 scaling: vec![(1, 1), (4, 4)],
                 scaling_bytes: 32 * MIB,
                 parts: Vec::new(),
+                rv_sizes: vec![64 * KIB, MIB],
+                pp_reps: 2,
+                pp_count: 50,
             }
         } else {
             Plan {
@@ -282,12 +294,15 @@ impl Plan {
                 scaling: grid,
                 scaling_bytes: 32 * MIB,
                 parts: Vec::new(),
+                rv_sizes: vec![4 * KIB, 64 * KIB, MIB],
+                pp_reps: 6,
+                pp_count: 300,
             }
         };
         plan.capacities = caps.unwrap_or(plan.capacities);
         plan.write_sizes = sizes.unwrap_or(plan.write_sizes);
         plan.parts = parts.unwrap_or_else(|| {
-            ["throughput", "latency", "scaling", "seeds"]
+            ["throughput", "latency", "scaling", "seeds", "rendezvous"]
                 .map(String::from)
                 .to_vec()
         });
@@ -551,11 +566,11 @@ impl Watchdog {
 fn transfer(
     obj: Obj,
     capacity: usize,
-    writers: usize,
-    readers: usize,
+    (writers, readers): (usize, usize),
     size: usize,
     writes: usize,
     read_size: usize,
+    sync: bool,
 ) -> Result<Transfer, Fail> {
     let path = obj.path().to_string();
     let mut rs = (0..readers)
@@ -570,6 +585,7 @@ fn transfer(
                 capacity.to_string(),
                 size.to_string(),
                 writes.to_string(),
+                if sync { "sync" } else { "buffered" }.into(),
             ])
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -742,7 +758,7 @@ fn throughput_cell(plan: &Plan, capacity: usize, size: usize) -> Result<J, Strin
         ("writes", int(writes)),
     ];
     fields.extend(cell(plan, &label, |o| {
-        transfer(o, capacity, 1, 1, size, writes, read_size(size))
+        transfer(o, capacity, (1, 1), size, writes, read_size(size), false)
     })?);
     Ok(obj(fields))
 }
@@ -923,7 +939,7 @@ fn scaling(plan: &Plan) -> Result<J, String> {
             ("writes_per_writer", int(per_writer)),
         ];
         fields.extend(cell(plan, &label, |o| {
-            transfer(o, DEFAULT_CAPACITY, w, r, msg, per_writer, msg)
+            transfer(o, DEFAULT_CAPACITY, (w, r), msg, per_writer, msg, false)
         })?);
         cells.push(obj(fields));
     }
@@ -943,6 +959,119 @@ fn latency_and_scaling(plan: &Plan, clock_ok: bool, clock: &J) -> Result<(J, J),
         J::Null
     };
     Ok((lat, scale))
+}
+
+/// The ways mini_pipe waits for its readers, each against a FIFO of 64 KiB: a rendezvous
+/// channel, and an `O_DSYNC` writer on a 64 KiB pipe. Name, load parameters, `O_DSYNC`.
+const RV_MODES: [(&str, &str, bool); 2] = [
+    ("capacity=0", "capacity=0", false),
+    ("O_DSYNC", "capacity=65536", true),
+];
+
+/// Bytes each ping-pong message carries.
+const PP_BYTES: usize = 64;
+
+/// Rendezvous: for each of [`RV_MODES`], one writer to one reader with writes and reads of each
+/// of `rv_sizes`, and a ping-pong round trip through two pipes (a load with `pipes=2`).
+fn rendezvous(plan: &Plan, clock_ok: bool) -> Result<J, String> {
+    let mut tp = Vec::new();
+    let mut pp = Vec::new();
+    for (mode, param, sync) in RV_MODES {
+        eprintln!("bench: loading mini_pipe with {param} pipes=2 ({mode})");
+        reload(&[param, "pipes=2"])?;
+        for &size in &plan.rv_sizes {
+            // Half the throughput table's volume: each cell runs about as long.
+            let writes = (plan.volume(size, DEFAULT_CAPACITY) / 2 / size).max(1);
+            let label = format!("{mode} write {size}");
+            let mut fields = vec![
+                ("mode", J::Str(mode.into())),
+                ("fifo_capacity", int(DEFAULT_CAPACITY)),
+                ("write_size", int(size)),
+                ("read_size", int(size)),
+                ("writes", int(writes)),
+            ];
+            fields.extend(cell(plan, &label, |o| {
+                transfer(o, DEFAULT_CAPACITY, (1, 1), size, writes, size, sync)
+            })?);
+            tp.push(obj(fields));
+        }
+        pp.push(pingpong(plan, mode, sync, clock_ok)?);
+    }
+    Ok(obj(vec![
+        ("fifo_capacity", int(DEFAULT_CAPACITY)),
+        ("throughput", J::Arr(tp)),
+        ("pingpong", J::Arr(pp)),
+    ]))
+}
+
+/// One ping-pong run through `o`: `count` round trips of [`PP_BYTES`] bytes, each timed by the
+/// side that starts it; returns the round trips in nanoseconds.
+fn pingpong_run(o: Obj, sync: bool, count: usize) -> Result<Vec<f64>, String> {
+    let sync = if sync { "sync" } else { "buffered" };
+    let mut b = Proc::spawn(&[
+        "pp-b".into(),
+        o.name().into(),
+        sync.into(),
+        PP_BYTES.to_string(),
+    ])?;
+    let mut a = Proc::spawn(&[
+        "pp-a".into(),
+        o.name().into(),
+        sync.into(),
+        PP_BYTES.to_string(),
+        count.to_string(),
+    ])?;
+    a.expect("ready")?;
+    b.expect("ready")?;
+    b.go()?;
+    a.go()?;
+    let d = a.expect("done")?;
+    b.expect("done")?;
+    a.finish()?;
+    b.finish()?;
+    let v = d
+        .iter()
+        .map(|w| w.parse().map_err(|_| format!("bad round trip {w:?}")))
+        .collect::<Result<Vec<f64>, _>>()?;
+    if v.len() != count {
+        return Err(format!("{} round trips, not {count}", v.len()));
+    }
+    Ok(v)
+}
+
+/// The ping-pong cell of a mode: `pp_reps` runs per object, interleaved.
+fn pingpong(plan: &Plan, mode: &str, sync: bool, clock_ok: bool) -> Result<J, String> {
+    let mut all: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for rep in 0..plan.pp_reps {
+        for o in Obj::order(rep) {
+            let v = pingpong_run(o, sync, plan.pp_count)?;
+            eprintln!(
+                "bench: {mode} ping-pong rep {}/{} {:9}: median {:.1} us",
+                rep + 1,
+                plan.pp_reps,
+                o.name(),
+                median(&v) / 1e3
+            );
+            all[(o == Obj::Mini) as usize].extend(v);
+        }
+    }
+    let side = |v: &[f64]| {
+        obj(vec![
+            ("samples", int(v.len())),
+            ("median_us", J::Num(median(v) / 1e3)),
+            ("p99_us", J::Num(percentile(v, 99.0) / 1e3)),
+        ])
+    };
+    Ok(obj(vec![
+        ("mode", J::Str(mode.into())),
+        ("message_bytes", int(PP_BYTES)),
+        ("runs", int(plan.pp_reps)),
+        ("round_trips_per_run", int(plan.pp_count)),
+        ("clock_ok", J::Bool(clock_ok)),
+        ("fifo", side(&all[0])),
+        ("mini_pipe", side(&all[1])),
+        ("ratio_median", J::Num(median(&all[1]) / median(&all[0]))),
+    ]))
 }
 
 fn guest_info() -> J {
@@ -971,6 +1100,8 @@ fn bench(plan: &Plan) -> Result<J, String> {
     let started = now_ns();
     let _ = std::fs::remove_file(FIFO);
     mkfifo(FIFO, Mode::from_bits_truncate(0o600)).map_err(|e| format!("mkfifo: {e}"))?;
+    let _ = std::fs::remove_file(FIFO2);
+    mkfifo(FIFO2, Mode::from_bits_truncate(0o600)).map_err(|e| format!("mkfifo: {e}"))?;
     let (clock_ok, clock) = clock_check();
     eprintln!("bench: clock: {clock}");
     let mut tp = Vec::new();
@@ -998,8 +1129,14 @@ fn bench(plan: &Plan) -> Result<J, String> {
         reload(&[&format!("capacity={SEEDS_CAPACITY}")])?;
         seeds = throughput_cell(plan, SEEDS_CAPACITY, 64)?;
     }
+    let rendezvous = if plan.has("rendezvous") {
+        rendezvous(plan, clock_ok)?
+    } else {
+        J::Null
+    };
     reload(&[])?;
     let _ = std::fs::remove_file(FIFO);
+    let _ = std::fs::remove_file(FIFO2);
     Ok(obj(vec![
         ("bench", J::Str("mini_pipe".into())),
         ("schema", J::Int(1)),
@@ -1024,6 +1161,7 @@ fn bench(plan: &Plan) -> Result<J, String> {
         ("seeds_reference", seeds),
         ("latency", lat),
         ("scaling", scale),
+        ("rendezvous", rendezvous),
         ("elapsed_s", J::Num((now_ns() - started) as f64 / 1e9)),
     ]))
 }
@@ -1036,7 +1174,7 @@ pub fn run(args: &[String]) -> i32 {
             eprintln!("bench: {e}");
             eprintln!(
                 "usage: mini_pipe_test bench [--smoke] [--reps N] [--scale F] \\
-                 [--capacities N,...] [--sizes N,...] [--parts throughput,latency,scaling,seeds]"
+                 [--capacities N,...] [--sizes N,...] [--parts throughput,latency,scaling,seeds,rendezvous]"
             );
             return 2;
         }
@@ -1126,14 +1264,20 @@ fn capacity_of(f: &std::fs::File, o: Obj) -> Result<u64, String> {
     }
 }
 
-/// `tp-writer PATH OBJ CAPACITY SIZE WRITES`
+/// `tp-writer PATH OBJ CAPACITY SIZE WRITES sync|buffered`: `sync` opens mini_pipe with
+/// `O_DSYNC` (the FIFO, which ignores it, without).
 fn tp_writer(args: &[String]) -> Result<(), String> {
     let path = &args[0];
     let o = Obj::from_name(&args[1]).ok_or("bad object")?;
     let capacity: usize = num(args, 2)?;
     let size: usize = num(args, 3)?;
     let writes: usize = num(args, 4)?;
-    let mut f = open(path, false, true, 0).map_err(|e| format!("open {path}: {e}"))?;
+    let flags = if args[5] == "sync" && o == Obj::Mini {
+        libc::O_DSYNC
+    } else {
+        0
+    };
+    let mut f = open(path, false, true, flags).map_err(|e| format!("open {path}: {e}"))?;
     if o == Obj::Fifo {
         fcntl(&f, FcntlArg::F_SETPIPE_SZ(capacity as i32))
             .map_err(|e| format!("F_SETPIPE_SZ({capacity}): {e}"))?;
@@ -1236,12 +1380,78 @@ fn lat_reader(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The ping-pong's two objects for `o`, first A to B, then B to A.
+fn pp_paths(o: Obj) -> [&'static str; 2] {
+    match o {
+        Obj::Fifo => [FIFO, FIFO2],
+        Obj::Mini => [DEV, DEV2],
+    }
+}
+
+/// Opens `path` for reading or writing, `O_DSYNC` for writing to mini_pipe when `sync`.
+fn pp_open(o: Obj, path: &str, read: bool, sync: &str) -> Result<std::fs::File, String> {
+    let flags = if !read && sync == "sync" && o == Obj::Mini {
+        libc::O_DSYNC
+    } else {
+        0
+    };
+    open(path, read, !read, flags).map_err(|e| format!("open {path}: {e}"))
+}
+
+/// `pp-a OBJ sync|buffered BYTES COUNT`: sends a message to B and waits for it back, COUNT
+/// times after a warm-up; prints each round trip in nanoseconds.
+fn pp_a(args: &[String]) -> Result<(), String> {
+    let o = Obj::from_name(&args[0]).ok_or("bad object")?;
+    let (bytes, count): (usize, usize) = (num(args, 2)?, num(args, 3)?);
+    let [there, back] = pp_paths(o);
+    let mut out = pp_open(o, there, false, &args[1])?;
+    let mut inp = pp_open(o, back, true, &args[1])?;
+    say("ready");
+    wait_go()?;
+    let mut buf = vec![0x3cu8; bytes];
+    let mut trips = Vec::with_capacity(count);
+    for i in 0..LAT_WARMUP + count {
+        let t0 = now_ns();
+        out.write_all(&buf).map_err(|e| format!("write: {e}"))?;
+        inp.read_exact(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if i >= LAT_WARMUP {
+            trips.push((now_ns() - t0).to_string());
+        }
+    }
+    say(&format!("done {}", trips.join(" ")));
+    Ok(())
+}
+
+/// `pp-b OBJ sync|buffered BYTES`: sends back every message A sends, until end-of-file.
+fn pp_b(args: &[String]) -> Result<(), String> {
+    let o = Obj::from_name(&args[0]).ok_or("bad object")?;
+    let bytes: usize = num(args, 2)?;
+    let [there, back] = pp_paths(o);
+    let mut inp = pp_open(o, there, true, &args[1])?;
+    let mut out = pp_open(o, back, false, &args[1])?;
+    say("ready");
+    wait_go()?;
+    let mut buf = vec![0u8; bytes];
+    loop {
+        match inp.read_exact(&mut buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+        out.write_all(&buf).map_err(|e| format!("write: {e}"))?;
+    }
+    say("done");
+    Ok(())
+}
+
 /// Runs bench helper role `args[0]`; returns the exit status.
 pub fn helper(args: &[String]) -> i32 {
     nix::unistd::alarm::set(HELPER_ALARM_SECS);
     let rest = &args[1.min(args.len())..];
     let r = match args.first().map(String::as_str) {
-        Some("tp-writer") if rest.len() == 5 => tp_writer(rest),
+        Some("tp-writer") if rest.len() == 6 => tp_writer(rest),
+        Some("pp-a") if rest.len() == 4 => pp_a(rest),
+        Some("pp-b") if rest.len() == 3 => pp_b(rest),
         Some("tp-reader") if rest.len() == 2 => tp_reader(rest),
         Some("lat-writer") if rest.len() == 2 => lat_writer(rest),
         Some("lat-reader") if rest.len() == 1 => lat_reader(rest),

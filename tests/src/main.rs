@@ -19,6 +19,7 @@ mod diff;
 mod fuzz;
 mod helpers;
 mod reliability;
+mod rendezvous;
 mod util;
 
 use util::TestResult;
@@ -50,6 +51,7 @@ fn main() {
         .chain(diff::tests())
         .chain(reliability::tests())
         .chain(devices::tests())
+        .chain(rendezvous::tests())
         .collect();
     let all: Vec<&Test> = tests.iter().collect();
     if args.first().map(String::as_str) == Some("--list") {

@@ -237,7 +237,7 @@ fn byte_stream(capacity: usize, total: u64) -> Result<(u64, u64, u64), String> {
 
 /// One writer process writing `total` bytes of a pattern in `chunk`-byte writes, this process
 /// reading and checking them: (bytes read, bytes missing, bad reads).
-fn byte_stream_chunks(total: u64, chunk: u64) -> Result<(u64, u64, u64), String> {
+pub(crate) fn byte_stream_chunks(total: u64, chunk: u64) -> Result<(u64, u64, u64), String> {
     let mut w = Helper::spawn(
         "write",
         &["11".into(), total.to_string(), chunk.to_string()],
@@ -302,7 +302,13 @@ fn signal(pid: u32, sig: Signal) -> TestResult {
 /// not about to return, the other side is stopped (SIGSTOP) first and the ring is drained
 /// (for a reader victim) or filled (for a writer victim) before the kill.
 fn faults_kill_blocked() -> TestResult {
-    reload(&[])?;
+    kill_blocked(65536)
+}
+
+/// [`faults_kill_blocked`] on a pipe of `capacity` bytes. At `capacity=0` a writer waits with
+/// its message offered (FIONREAD counts it) and nothing is ever left at the end.
+pub(crate) fn kill_blocked(capacity: usize) -> TestResult {
+    reload(&[&format!("capacity={capacity}")])?;
     const MSG: usize = 4096;
     let dir = "/tmp/faults";
     let _ = std::fs::remove_dir_all(dir);
@@ -375,8 +381,10 @@ fn faults_kill_blocked() -> TestResult {
             crate::util::blocked_in_syscall(pid, nr)
                 && if kill_reader {
                     queued() == 0
+                } else if capacity == 0 {
+                    queued() > 0
                 } else {
-                    65536 - queued() < MSG
+                    capacity - queued() < MSG
                 }
         })?;
         signal(pid, Signal::SIGKILL)?;
@@ -461,9 +469,14 @@ fn count_in(path: &str) -> u64 {
 /// data returns it). Then the writer stops: every byte accepted is read, intact, and no write
 /// came back short without a signal.
 fn faults_signal_storm() -> TestResult {
+    signal_storm(65536)
+}
+
+/// [`faults_signal_storm`] on a pipe of `capacity` bytes.
+pub(crate) fn signal_storm(capacity: usize) -> TestResult {
     const CUTS: u64 = 50;
     const STORM: Duration = Duration::from_secs(300);
-    reload(&[])?;
+    reload(&[&format!("capacity={capacity}")])?;
     let dir = "/tmp/storm";
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
