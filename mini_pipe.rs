@@ -9,6 +9,9 @@
 //! `PIPE_BUF` bytes are atomic. DIFF.md lists where and why it differs. With `pipes=N`, the
 //! module makes N independent pipes, `/dev/mini_pipe`, `/dev/mini_pipe1`, ...,
 //! `/dev/mini_pipe<N-1>`, each with its counters in `/sys/kernel/debug/mini_pipe/<node name>`.
+//! With `capacity=0`, a pipe has no ring: it is a rendezvous channel, where each write waits
+//! until readers have taken its bytes, which move from the writer's buffer to the reader's with
+//! one copy; a file opened with `O_DSYNC` writes that way on any pipe (`handoff`).
 //!
 //! ```sh
 //! insmod mini_pipe.ko capacity=65536

@@ -56,6 +56,7 @@ pub fn tests() -> Vec<Test> {
         test("rendezvous_like_a_fifo", like_a_fifo),
         test("rendezvous_splice_both_ways", splice_both_ways),
         test("rendezvous_unmapped_while_waiting", unmapped_while_waiting),
+        test("rendezvous_bad_buffers_keep_the_bytes_before", bad_buffers),
         test("rendezvous_fork_while_waiting", fork_while_waiting),
         test("rendezvous_unload_refused_while_waiting", unload_refused),
         test("rendezvous_stress_8x8", stress),
@@ -597,6 +598,106 @@ fn unmapped_while_waiting() -> TestResult {
         n == Ok(LEN),
         "the write from the unmapped buffer returned {n:?}"
     );
+    Ok(())
+}
+
+/// Two pages, the second inaccessible: a buffer that faults half way. Returns its address.
+fn half_bad(seed: u64) -> Result<usize, String> {
+    let len = NonZeroUsize::new(8192).unwrap();
+    // SAFETY: A new anonymous mapping, used only through the address returned.
+    let p = unsafe {
+        mmap_anonymous(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    let addr = p.as_ptr() as usize;
+    // SAFETY: The first page of the mapping just made is writable.
+    pattern(seed, 0, unsafe {
+        std::slice::from_raw_parts_mut(addr as *mut u8, 4096)
+    });
+    // SAFETY: The second page of that mapping; nothing uses it.
+    unsafe {
+        nix::sys::mman::mprotect(
+            std::ptr::NonNull::new((addr + 4096) as *mut _).unwrap(),
+            4096,
+            ProtFlags::PROT_NONE,
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(addr)
+}
+
+/// A buffer that faults part way, on either side: the bytes before the fault move and count,
+/// as for a FIFO; the rest stays with the writer, and nothing is lost.
+fn bad_buffers() -> TestResult {
+    reload(&["capacity=0"])?;
+    let mut r = open(DEV, true, false, libc::O_NONBLOCK).map_err(|e| e.to_string())?;
+    let w = dev(false, 0)?;
+    let src = half_bad(13)?;
+    let want = bytes(13, 4096);
+    // A writer whose second page faults, with no reader waiting: it offers the first page,
+    // which a reader takes, then its write ends with that count.
+    let wc = w.try_clone().map_err(|e| e.to_string())?;
+    let mut writer = Call::start("a write that faults half way", move || {
+        // SAFETY: 8192 bytes of address space; the kernel faults on the second page, and this
+        // thread reads none of it.
+        nix::unistd::write(&wc, unsafe {
+            std::slice::from_raw_parts(src as *const u8, 8192)
+        })
+    })?;
+    writer.waits_in(SYS_WRITE)?;
+    let got = read_exactly(&mut r, 4096)?;
+    ensure!(got == want, "the bytes before the fault differ");
+    let n = writer.join()?;
+    ensure!(
+        n == Ok(4096),
+        "the write that faulted after 4096 bytes returned {n:?}"
+    );
+    // The same write into a reader waiting in read: the same 4096 bytes, straight into it.
+    let rb = open(DEV, true, false, 0).map_err(|e| e.to_string())?;
+    let mut reader = Call::start("a read", move || {
+        let mut buf = vec![0u8; 65536];
+        nix::unistd::read(&rb, &mut buf).map(|n| buf[..n].to_vec())
+    })?;
+    reader.waits_in(SYS_READ)?;
+    // SAFETY: As above.
+    let n = nix::unistd::write(&w, unsafe {
+        std::slice::from_raw_parts(src as *const u8, 8192)
+    });
+    ensure!(
+        n == Ok(4096),
+        "the write into a waiting reader returned {n:?}"
+    );
+    let got = reader.join()?.map_err(|e| e.to_string())?;
+    ensure!(got == want, "the waiting reader got other bytes");
+    // A reader whose buffer faults: EFAULT, and the writer's bytes stay offered for the next
+    // read, all of them.
+    let data = bytes(14, 10_000);
+    let (mut wc, d) = (w.try_clone().map_err(|e| e.to_string())?, data.clone());
+    let mut writer = Call::start("a write of 10000 bytes", move || wc.write(&d))?;
+    writer.waits_in(SYS_WRITE)?;
+    let bad = half_bad(0)? + 4096;
+    // SAFETY: An inaccessible page: the kernel faults on it, this thread never touches it.
+    let n = nix::unistd::read(&r, unsafe {
+        std::slice::from_raw_parts_mut(bad as *mut u8, 4096)
+    });
+    ensure!(
+        n == Err(Errno::EFAULT),
+        "a read into a bad buffer returned {n:?}"
+    );
+    ensure!(
+        queued(&r) == Ok(10_000),
+        "FIONREAD {:?} after the fault",
+        queued(&r)
+    );
+    let got = read_exactly(&mut r, 10_000)?;
+    ensure!(got == data, "the bytes after a faulted read differ");
+    let n = writer.join()?.map_err(|e| e.to_string())?;
+    ensure!(n == 10_000, "the write returned {n}");
     Ok(())
 }
 
