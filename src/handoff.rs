@@ -24,7 +24,13 @@
 //!
 //! Small writes (at most `PIPE_BUF` bytes) and buffers in kernel memory (splice) are offered as a
 //! copy in a kernel buffer instead of pinned pages: pinning a page or two costs about what
-//! copying a page does, and a kernel buffer needs no pin.
+//! copying a page does, and a kernel buffer needs no pin. Such a write is atomic: once readers
+//! have taken a byte of it, it is committed. A signal or the last reader leaving then no longer
+//! takes the rest back ([`Handoffs::detach`]): it stays queued, as a FIFO's buffered bytes do,
+//! and the write reports all its bytes. So no reader ever sees a small write cut short.
+//!
+//! The pages pinned for one pipe are bounded ([`MAX_PINNED_PER_PIPE`]): past that, a writer
+//! offers a copy and a reader waits without a slot, as for memory that cannot be pinned.
 
 use crate::pin::PinnedPages;
 use kernel::{
@@ -37,6 +43,9 @@ use kernel::{
     sync::aref::ARef,
     task::Task,
 };
+
+/// The most bytes of user memory the offers and slots of one pipe keep pinned: 16 MiB.
+pub(crate) const MAX_PINNED_PER_PIPE: usize = 16 << 20;
 
 /// The bytes a waiting writer offers.
 pub(crate) enum Offered {
@@ -77,6 +86,14 @@ impl Offered {
         self.len() - self.done()
     }
 
+    /// The bytes of user memory it keeps pinned.
+    fn pinned(&self) -> usize {
+        match self {
+            Self::Pinned(pages) => pages.pinned(),
+            Self::Copied { .. } => 0,
+        }
+    }
+
     /// Copies up to `max` of the bytes not yet taken into `dst`; returns how many.
     fn copy_to_iter(&mut self, dst: &mut IovIterDest<'_>, max: usize) -> usize {
         match self {
@@ -102,7 +119,9 @@ struct Offer {
     /// have been read ([`Handoffs::head_mark`]).
     mark: u64,
     bytes: Offered,
-    writer: ARef<Task>,
+    /// Woken once all the bytes are taken; `None` once the writer has left them committed
+    /// ([`Handoffs::detach`]).
+    writer: Option<ARef<Task>>,
 }
 
 /// A reader waiting in read (at `capacity=0`) with its buffer pinned for writers to fill.
@@ -125,14 +144,17 @@ pub(crate) struct Taken {
 ///
 /// # Invariants
 ///
-/// `offered` is the sum of the offers' bytes not yet taken and `slot_room` the sum of the slots'
-/// room left. Offers are taken from in order, so the offers with nothing left come first.
+/// `offered` is the sum of the offers' bytes not yet taken, `slot_room` the sum of the slots'
+/// room left, and `pinned` the bytes of user memory they all keep pinned. Offers are taken from
+/// in order, so the offers with nothing left come first; a detached offer (no writer) has bytes
+/// left.
 pub(crate) struct Handoffs {
     offers: KVec<Offer>,
     slots: KVec<Slot>,
     next_ticket: u64,
     offered: usize,
     slot_room: usize,
+    pinned: usize,
 }
 
 impl Handoffs {
@@ -143,7 +165,13 @@ impl Handoffs {
             next_ticket: 0,
             offered: 0,
             slot_room: 0,
+            pinned: 0,
         }
+    }
+
+    /// How many more bytes of user memory this pipe may pin now ([`MAX_PINNED_PER_PIPE`]).
+    pub(crate) fn pin_budget(&self) -> usize {
+        MAX_PINNED_PER_PIPE.saturating_sub(self.pinned)
     }
 
     /// Bytes waiting writers offer and readers have not taken yet.
@@ -159,11 +187,6 @@ impl Handoffs {
     fn ticket(&mut self) -> u64 {
         self.next_ticket = self.next_ticket.wrapping_add(1);
         self.next_ticket
-    }
-
-    /// The first offer with bytes left.
-    fn head(&mut self) -> Option<&mut Offer> {
-        self.offers.iter_mut().find(|o| o.bytes.left() > 0)
     }
 
     /// The place in the stream of the first offer with bytes left (see [`Offer::mark`]).
@@ -183,17 +206,18 @@ impl Handoffs {
         writer: ARef<Task>,
     ) -> Result<Ticket> {
         let ticket = self.ticket();
-        let left = bytes.left();
+        let (left, pinned) = (bytes.left(), bytes.pinned());
         self.offers.push(
             Offer {
                 ticket,
                 mark,
                 bytes,
-                writer,
+                writer: Some(writer),
             },
             GFP_KERNEL,
         )?;
         self.offered += left;
+        self.pinned += pinned;
         Ok(Ticket(ticket))
     }
 
@@ -217,35 +241,63 @@ impl Handoffs {
         match self.offers.remove(self.offer_index(&ticket)) {
             Ok(offer) => {
                 self.offered -= offer.bytes.left();
+                self.pinned -= offer.bytes.pinned();
                 offer.bytes.done()
             }
             Err(_) => 0,
         }
     }
 
+    /// Leaves the rest of the offer queued for readers, with no writer waiting for it: the
+    /// writer is done. For a write that must not be cut short once a reader has some of it (an
+    /// atomic write's kernel copy, which pins nothing). Returns the bytes it offered in all.
+    pub(crate) fn detach(&mut self, ticket: Ticket) -> usize {
+        let i = self.offer_index(&ticket);
+        match self.offers.get_mut(i) {
+            Some(offer) if offer.bytes.left() > 0 => {
+                offer.writer = None;
+                offer.bytes.len()
+            }
+            Some(_) => self.withdraw(ticket),
+            None => 0,
+        }
+    }
+
+    /// Drops the detached offers: nobody is left to read them (the pipe's last file closed).
+    /// Nothing else can be left then.
+    pub(crate) fn discard_detached(&mut self) {
+        self.offers.retain(|o| o.writer.is_some());
+        self.offered = self.offers.iter().map(|o| o.bytes.left()).sum();
+    }
+
     /// Copies up to `max` bytes of the first offer with bytes left into `dst`, and wakes its
     /// writer if that was the last of them.
     pub(crate) fn take(&mut self, dst: &mut IovIterDest<'_>, max: usize) -> Taken {
-        let Some(offer) = self.head() else {
+        let Some(i) = self.offers.iter().position(|o| o.bytes.left() > 0) else {
             return Taken::default();
         };
+        let offer = &mut self.offers[i];
         let bytes = offer.bytes.copy_to_iter(dst, max);
         let direct = if matches!(offer.bytes, Offered::Pinned(_)) {
             bytes
         } else {
             0
         };
-        if offer.bytes.left() == 0 {
-            offer.writer.wake_up();
-        }
         self.offered -= bytes;
+        if offer.bytes.left() == 0 {
+            match &offer.writer {
+                Some(writer) => writer.wake_up(),
+                // Nobody will withdraw a detached offer: it goes once read.
+                None => drop(self.offers.remove(i)),
+            }
+        }
         Taken { bytes, direct }
     }
 
     /// Leaves `pages` for writers to fill; `reader` is woken when bytes arrive.
     pub(crate) fn open_slot(&mut self, pages: PinnedPages, reader: ARef<Task>) -> Result<Ticket> {
         let ticket = self.ticket();
-        let room = pages.left();
+        let (room, pinned) = (pages.left(), pages.pinned());
         self.slots.push(
             Slot {
                 ticket,
@@ -255,6 +307,7 @@ impl Handoffs {
             GFP_KERNEL,
         )?;
         self.slot_room += room;
+        self.pinned += pinned;
         Ok(Ticket(ticket))
     }
 
@@ -277,6 +330,7 @@ impl Handoffs {
         match self.slots.remove(self.slot_index(&ticket)) {
             Ok(slot) => {
                 self.slot_room -= slot.pages.left();
+                self.pinned -= slot.pages.pinned();
                 slot.pages.done()
             }
             Err(_) => 0,

@@ -4,12 +4,18 @@
 //! comes next can copy straight into it or out of it.
 //!
 //! The kernel crate has no abstraction for this, so this is a small one, after
-//! mm/process_vm_access.c: `iov_iter_extract_pages` pins the pages behind a user-backed
-//! `iov_iter` (`pin_user_pages_fast`, `FOLL_WRITE` for a destination), and the other task copies
-//! page by page with `copy_page_to_iter` or `copy_page_from_iter`, which map each page for the
-//! copy. A pin keeps the page itself, not the mapping: if the owner unmaps its buffer while it
-//! waits, the copy still lands in (or comes from) the page it pinned, and the page is freed when
-//! the pin goes.
+//! mm/process_vm_access.c: the pages behind a user-backed `iov_iter` are pinned segment by
+//! segment with `pin_user_pages_fast` (as `iov_iter_extract_pages` does, which cannot be asked
+//! for the flag below), and the other task copies page by page with `copy_page_to_iter` or
+//! `copy_page_from_iter`, which map each page for the copy. A pin keeps the page itself, not the
+//! mapping: if the owner unmaps its buffer while it waits, the copy still lands in (or comes
+//! from) the page it pinned, and the page is freed when the pin goes.
+//!
+//! The pins are `FOLL_LONGTERM`: a waiting reader or writer may wait for ever, and a pin that
+//! long must not sit in a CMA or movable zone (the pages are migrated out first) nor hold a
+//! writable page of a file that needs dirty tracking (refused). A buffer that cannot be pinned
+//! that way, or at all (`VM_IO`, `VM_PFNMAP`), is no error for the caller, which then waits
+//! without pinning; the copy, when it comes, is an ordinary one.
 //!
 //! One [`PinnedPages`] holds at most [`MAX_PINNED_PAGES`] pages (1 MiB with 4 KiB pages), so no
 //! caller pins unbounded memory however large its buffer: a larger read or write is served a
@@ -43,7 +49,7 @@ struct Span {
 /// # Invariants
 ///
 /// - `pages.len() == spans.len() <= MAX_PINNED_PAGES`; each `pages[i]` holds one pin taken by
-///   `iov_iter_extract_pages` on a user-backed iterator, owned by `self` and released in `drop`;
+///   `pin_user_pages_fast` (`FOLL_PIN`), owned by `self` and released in `drop`;
 ///   `spans[i]` lies inside that page (`offset + len <= PAGE_SIZE`, `len > 0`).
 /// - `len` is the sum of the spans' lengths; `done <= len`; `cur` and `cur_off` locate byte
 ///   `done` (`cur == pages.len()` once `done == len`).
@@ -64,8 +70,8 @@ pub(crate) struct PinnedPages {
 // any task; the pointers are only used for copies, which map the page for themselves.
 unsafe impl Send for PinnedPages {}
 
-/// Whether an `iov_iter` is over user memory (`user_backed_iter`), so that extracting its pages
-/// pins them.
+/// Whether an `iov_iter` is over user memory (`user_backed_iter`), so that its pages can be
+/// pinned.
 ///
 /// # Safety
 ///
@@ -74,6 +80,43 @@ unsafe fn user_backed(iter: *const bindings::iov_iter) -> bool {
     // SAFETY: The caller guarantees `iter` is valid.
     let ty = u32::from(unsafe { (*iter).iter_type });
     ty == bindings::iter_type_ITER_UBUF || ty == bindings::iter_type_ITER_IOVEC
+}
+
+/// The user address and length of what a user-backed `iter` reads or writes next, at most
+/// `max` bytes of it: its first non-empty segment (lib/iov_iter.c: `first_iovec_segment`).
+/// `None` when it has nothing left.
+///
+/// # Safety
+///
+/// `iter` must be a valid, user-backed `iov_iter` (`ITER_UBUF` or `ITER_IOVEC`).
+unsafe fn first_segment(iter: *const bindings::iov_iter, max: usize) -> Option<(usize, usize)> {
+    // SAFETY: `iter` is valid (the caller).
+    let i = unsafe { &*iter };
+    // SAFETY: For a user-backed iterator the first union holds the segment pointer (or, for
+    // `ITER_UBUF`, the buffer) and the count: include/linux/uio.h overlays them for that.
+    let head = unsafe { i.__bindgen_anon_1.__bindgen_anon_1.as_ref() };
+    let max = max.min(head.count);
+    if max == 0 {
+        return None;
+    }
+    if u32::from(i.iter_type) == bindings::iter_type_ITER_UBUF {
+        // SAFETY: An `ITER_UBUF` iterator's pointer is `ubuf`.
+        let base = unsafe { head.__bindgen_anon_1.ubuf } as usize;
+        return Some((base + i.iov_offset, max));
+    }
+    // SAFETY: An `ITER_IOVEC` iterator's pointer is `__iov`, an array of `nr_segs` iovecs.
+    let (iov, segs) = unsafe { (head.__bindgen_anon_1.__iov, i.__bindgen_anon_2.nr_segs) };
+    let mut skip = i.iov_offset;
+    for k in 0..segs {
+        // SAFETY: `k < nr_segs`, and the iovecs stay valid while the iterator is.
+        let seg = unsafe { &*iov.add(k) };
+        let len = seg.iov_len - skip;
+        if len > 0 {
+            return Some((seg.iov_base as usize + skip, len.min(max)));
+        }
+        skip = 0;
+    }
+    None
 }
 
 impl PinnedPages {
@@ -104,6 +147,14 @@ impl PinnedPages {
         if !unsafe { user_backed(iter) } {
             return Ok(None);
         }
+        let mut flags = bindings::FOLL_LONGTERM;
+        if dest {
+            flags |= bindings::FOLL_WRITE;
+        }
+        // SAFETY: `iter` is valid (the caller).
+        if unsafe { (*iter).nofault } {
+            flags |= bindings::FOLL_NOFAULT;
+        }
         let mut this = Self {
             pages: KVec::with_capacity(MAX_PINNED_PAGES, GFP_KERNEL)?,
             spans: KVec::with_capacity(MAX_PINNED_PAGES, GFP_KERNEL)?,
@@ -114,42 +165,38 @@ impl PinnedPages {
             dest,
             dirty: false,
         };
-        // One call pins one run of contiguous user memory (a segment of a readv or writev):
-        // call again for the next, until `max` bytes or the page limit.
+        // A segment at a time (a readv or writev has several), until `max` bytes or the page
+        // limit.
         while this.len < max && this.pages.len() < MAX_PINNED_PAGES {
-            let room = MAX_PINNED_PAGES - this.pages.len();
-            let mut array = this.pages.spare_capacity_mut().as_mut_ptr().cast();
-            let mut offset = 0;
-            // SAFETY: `iter` is valid, user-backed and ours to advance (the caller); `array`
-            // points to `room` writable slots, where the call stores the pages it pins (it only
-            // allocates an array of its own when given none).
-            let got = unsafe {
-                bindings::iov_iter_extract_pages(
-                    iter,
-                    &mut array,
-                    max - this.len,
-                    room as u32,
-                    0,
-                    &mut offset,
-                )
+            // SAFETY: `iter` is valid and user-backed.
+            let Some((addr, len)) = (unsafe { first_segment(iter, max - this.len) }) else {
+                break;
             };
+            let offset = addr % PAGE_SIZE;
+            let want = (offset + len)
+                .div_ceil(PAGE_SIZE)
+                .min(MAX_PINNED_PAGES - this.pages.len());
+            let array = this.pages.spare_capacity_mut().as_mut_ptr().cast();
+            // SAFETY: `array` points to at least `want` writable slots, where the call stores
+            // the pages it pins; it returns how many it pinned (at most `want`), or an error.
+            let got =
+                unsafe { bindings::pin_user_pages_fast(addr - offset, want as i32, flags, array) };
             if got <= 0 {
                 if this.len == 0 {
-                    // `iov_iter_extract_pages` returns a negative errno, or 0 for nothing left.
                     return Err(if got < 0 {
-                        Error::from_errno(got as i32)
+                        Error::from_errno(got)
                     } else {
                         EFAULT
                     });
                 }
                 break;
             }
-            let got = got as usize;
-            let count = (offset + got).div_ceil(PAGE_SIZE);
-            // SAFETY: The call pinned `count` pages (no more than `room`) and stored them in the
+            let count = got as usize;
+            // SAFETY: The call pinned `count` pages (no more than `want`) and stored them in the
             // first `count` spare slots. INVARIANT: `drop` releases them from now on.
             unsafe { this.pages.inc_len(count) };
-            let (mut offset, mut left) = (offset, got);
+            let bytes = len.min(count * PAGE_SIZE - offset);
+            let (mut offset, mut left) = (offset, bytes);
             for _ in 0..count {
                 let len = left.min(PAGE_SIZE - offset);
                 // Within the capacity reserved above: never allocates, never fails.
@@ -157,7 +204,13 @@ impl PinnedPages {
                 left -= len;
                 offset = 0;
             }
-            this.len += got;
+            this.len += bytes;
+            // SAFETY: `iter` is valid and the caller's to advance; `bytes` is within its count.
+            unsafe { bindings::iov_iter_advance(iter, bytes) };
+            if bytes < len {
+                // Pinned short (a hole, or a page that cannot be pinned): stop there.
+                break;
+            }
         }
         Ok(Some(this))
     }
@@ -165,6 +218,11 @@ impl PinnedPages {
     /// The bytes pinned.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The bytes of memory pinned: whole pages.
+    pub(crate) fn pinned(&self) -> usize {
+        self.pages.len() * PAGE_SIZE
     }
 
     /// The bytes copied so far, from the front.
@@ -233,19 +291,22 @@ impl Drop for PinnedPages {
         if self.pages.is_empty() {
             return;
         }
-        let (pages, count) = (
-            self.pages.as_mut_ptr(),
-            self.pages.len() as kernel::ffi::c_ulong,
-        );
+        let pages = self.pages.as_mut_ptr();
+        let count = self.pages.len();
+        // Only the pages up to the cursor were written to: those are marked dirty.
+        let written = if self.dest && self.dirty {
+            self.cur + usize::from(self.cur_off > 0)
+        } else {
+            0
+        };
         // SAFETY: Each of the `count` pages holds one pin that `self` owns (type invariant),
-        // released here once. Pages written through the pin are marked dirty, as the pin's user
-        // (here, a copy) wrote them behind the page tables' back.
+        // released here once: the first `written` marked dirty, as a copy wrote them behind the
+        // page tables' back, the others as they are. `written <= count`.
         unsafe {
-            if self.dest {
-                bindings::unpin_user_pages_dirty_lock(pages, count, self.dirty);
-            } else {
-                bindings::unpin_user_pages(pages, count);
+            if written > 0 {
+                bindings::unpin_user_pages_dirty_lock(pages, written, true);
             }
+            bindings::unpin_user_pages(pages.add(written), count - written);
         }
     }
 }

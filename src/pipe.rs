@@ -209,7 +209,8 @@ impl PipeInner {
     fn ring_ahead(&self) -> usize {
         match self.handoffs.head_mark() {
             Some(mark) => {
-                let ahead = mark.saturating_sub(self.ring.read_total());
+                // Reads stop at the mark, so the ring's count never passes it.
+                let ahead = mark.wrapping_sub(self.ring.read_total());
                 self.ring.len().min(ahead.try_into().unwrap_or(usize::MAX))
             }
             None => self.ring.len(),
@@ -522,8 +523,10 @@ impl Pipe {
         }
         let (no_readers, no_writers) = (inner.readers == 0, inner.writers == 0);
         if no_readers && no_writers {
-            // Nobody is left to poll or wait: the pipe starts afresh. (Nobody is left to offer
-            // or wait with a buffer either: each takes its offer or slot back before it leaves.)
+            // Nobody is left to poll or wait: the pipe starts afresh, without what was queued in
+            // the ring or left in detached offers. (Nobody waits with a buffer either: each
+            // takes its offer or slot back before it leaves.)
+            inner.handoffs.discard_detached();
             debug_assert!(inner.handoffs.is_empty());
             inner.ring.clear();
             inner.min_need = usize::MAX;
@@ -713,17 +716,19 @@ impl Pipe {
                 self.stats.eagain.add(1);
                 break Err(EAGAIN);
             }
-            if self.capacity == 0 {
-                // Wait with the buffer pinned, for a writer to fill (kernel memory, as from
-                // splice, has nothing to pin: it waits below for a writer's offer).
-                match PinnedPages::from_dest(dst, want.min(MAX_PINNED_PAGES * PAGE_SIZE)) {
-                    Ok(Some(pages)) => {
+            let budget = inner.handoffs.pin_budget();
+            if self.capacity == 0 && budget > 0 {
+                // Wait with the buffer pinned, for a writer to fill. Memory with nothing to pin
+                // (kernel memory, as from splice), or that cannot be pinned now, waits below
+                // for a writer's offer instead; a bad buffer then fails in the copy, as for a
+                // FIFO.
+                let max = want.min(MAX_PINNED_PAGES * PAGE_SIZE).min(budget);
+                if let Ok(Some(pages)) = PinnedPages::from_dest(dst, max) {
+                    if pages.len() > 0 {
                         let result;
                         (inner, result) = self.read_into_slot(inner, pages);
                         break result;
                     }
-                    Ok(None) => {}
-                    Err(e) => break Err(e),
                 }
             }
             let stats = &self.stats;
@@ -951,7 +956,9 @@ impl Pipe {
     /// ring holds, and the write sleeps until readers have taken it all. A signal or the last
     /// reader leaving ends the wait with the count readers took (the error when none; `EPIPE`
     /// and `sigpipe` as in [`Pipe::write`]), and the offer is taken back: nothing it held is
-    /// read later. A non-blocking write only fills the buffers of readers waiting now: a write
+    /// read later. Except for an atomic write (at most `PIPE_BUF` bytes) that readers have begun
+    /// to take: that one is committed whole, its rest left queued, and it returns its full count.
+    /// A non-blocking write only fills the buffers of readers waiting now: a write
     /// of at most `PIPE_BUF` bytes all at once or not at all (`EAGAIN`), a larger one as much as
     /// they hold.
     fn write_sync(
@@ -1009,7 +1016,8 @@ impl Pipe {
                 };
             }
             // Offer the rest, and wait until readers have taken it.
-            let bytes = match offer_from(src, left, self.atomic_max) {
+            let budget = inner.handoffs.pin_budget();
+            let bytes = match offer_from(src, left, self.atomic_max, budget) {
                 Ok(bytes) => bytes,
                 Err(e) => break if written == 0 { Err(e) } else { Ok(written) },
             };
@@ -1029,22 +1037,31 @@ impl Pipe {
             }
             let signal;
             (inner, signal) = self.wait_for_takers(inner, &ticket);
-            let (_, len) = inner.handoffs.offer_progress(&ticket);
+            let (taken, len) = inner.handoffs.offer_progress(&ticket);
+            if taken < len && total <= self.atomic_max && written + taken > 0 {
+                // An atomic write that readers have begun to take is not cut short: the rest
+                // stays queued, and the write is done (`Handoffs::detach`).
+                let rest = inner.handoffs.detach(ticket) - taken;
+                self.publish_handoffs(&inner);
+                stats.bytes_written.add_locked((taken + rest) as u64);
+                break Ok(total);
+            }
             let taken = inner.handoffs.withdraw(ticket);
             self.publish_handoffs(&inner);
             written += taken;
             stats.bytes_written.add_locked(taken as u64);
-            if taken < len && signal {
+            if written == total {
+                break Ok(written);
+            }
+            if signal {
+                // Before or after all of this offer was taken: the write ends here.
                 break if written == 0 {
                     Err(ERESTARTSYS)
                 } else {
                     Ok(written)
                 };
             }
-            // All taken: go on with the rest, if any. Or the last reader left: see above.
-            if written == total {
-                break Ok(written);
-            }
+            // All taken: go on with the rest. Or the last reader left: see above.
         };
         drop(inner);
         result
@@ -1150,8 +1167,8 @@ impl Pipe {
             kernel::bindings::FIONREAD => {
                 let u = &self.unlocked;
                 let queued = u.queued.load(Relaxed) + u.offered.load(Relaxed);
-                // The capacity limit keeps this far below `i32::MAX`.
-                let queued = i32::try_from(queued).map_err(|_| EOVERFLOW)?;
+                // Thousands of waiting writers could offer more than an int holds.
+                let queued = i32::try_from(queued).unwrap_or(i32::MAX);
                 let mut user = UserSlice::new(UserPtr::from_addr(arg), size_of::<i32>()).writer();
                 user.write(&queued)?;
                 Ok(0)
@@ -1167,17 +1184,27 @@ fn current_task() -> ARef<Task> {
 }
 
 /// What a writer about to wait offers of the next `left` bytes of `src`: its pages, pinned, up
-/// to [`MAX_PINNED_PAGES`]; a copy for a write's last `atomic_max` bytes or fewer (all of an
-/// atomic write, in one offer), and for kernel memory, which has nothing to pin.
-fn offer_from(src: &mut IovIterSource<'_>, left: usize, atomic_max: usize) -> Result<Offered> {
-    if left > atomic_max {
-        if let Some(pages) = PinnedPages::from_source(src, left.min(MAX_PINNED_PAGES * PAGE_SIZE))?
-        {
-            return Ok(Offered::Pinned(pages));
-        }
-        return Offered::copy(src, left.min(COPY_CHUNK));
+/// to [`MAX_PINNED_PAGES`] and the pipe's pin `budget`; a copy for a write's last `atomic_max`
+/// bytes or fewer (all of an atomic write, in one offer), and for memory that has nothing to
+/// pin (kernel memory) or cannot be pinned now. A bad buffer fails in the copy (`EFAULT`).
+fn offer_from(
+    src: &mut IovIterSource<'_>,
+    left: usize,
+    atomic_max: usize,
+    budget: usize,
+) -> Result<Offered> {
+    if left <= atomic_max {
+        return Offered::copy(src, left);
     }
-    Offered::copy(src, left)
+    let max = left.min(MAX_PINNED_PAGES * PAGE_SIZE).min(budget);
+    if max > 0 {
+        if let Ok(Some(pages)) = PinnedPages::from_source(src, max) {
+            if pages.len() > 0 {
+                return Ok(Offered::Pinned(pages));
+            }
+        }
+    }
+    Offered::copy(src, left.min(COPY_CHUNK))
 }
 
 #[kunit_tests(mini_pipe_wakeups)]
