@@ -859,11 +859,7 @@ impl Pipe {
         let result = loop {
             if inner.readers == 0 {
                 *sigpipe = true;
-                break if written == 0 {
-                    Err(EPIPE)
-                } else {
-                    Ok(written)
-                };
+                break count_or(written, EPIPE);
             }
             let room = inner.ring.room();
             if room >= need {
@@ -886,11 +882,7 @@ impl Pipe {
                 written += copied;
                 if copied < want.min(room) {
                     // `src` faulted: keep what arrived, report it (or the fault).
-                    break if written == 0 {
-                        Err(EFAULT)
-                    } else {
-                        Ok(written)
-                    };
+                    break count_or(written, EFAULT);
                 }
                 if written == total {
                     break Ok(written);
@@ -899,11 +891,7 @@ impl Pipe {
             }
             if nonblock {
                 self.stats.eagain.add(u64::from(written == 0));
-                break if written == 0 {
-                    Err(EAGAIN)
-                } else {
-                    Ok(written)
-                };
+                break count_or(written, EAGAIN);
             }
             // About to sleep for room. Readers that poll hear of the bytes now, not once the
             // write is done, which may be never if they are the ones to make room; so do the
@@ -927,11 +915,7 @@ impl Pipe {
             stats.writers_asleep.dec_locked();
             woken = true;
             if signal {
-                break if written == 0 {
-                    Err(ERESTARTSYS)
-                } else {
-                    Ok(written)
-                };
+                break count_or(written, ERESTARTSYS);
             }
         };
         let wake_next_writer = if woken {
@@ -977,11 +961,7 @@ impl Pipe {
         let result = loop {
             if inner.readers == 0 {
                 *sigpipe = true;
-                break if written == 0 {
-                    Err(EPIPE)
-                } else {
-                    Ok(written)
-                };
+                break count_or(written, EPIPE);
             }
             let left = total - written;
             let room = inner.handoffs.slot_room();
@@ -996,11 +976,7 @@ impl Pipe {
                 self.publish_handoffs(&inner);
                 if copied < left.min(room) {
                     // `src` faulted: the bytes before the fault count, as for a buffered write.
-                    break if written == 0 {
-                        Err(EFAULT)
-                    } else {
-                        Ok(written)
-                    };
+                    break count_or(written, EFAULT);
                 }
                 if written == total {
                     break Ok(written);
@@ -1009,17 +985,13 @@ impl Pipe {
             }
             if nonblock {
                 stats.eagain.add(u64::from(written == 0));
-                break if written == 0 {
-                    Err(EAGAIN)
-                } else {
-                    Ok(written)
-                };
+                break count_or(written, EAGAIN);
             }
             // Offer the rest, and wait until readers have taken it.
             let budget = inner.handoffs.pin_budget();
             let bytes = match offer_from(src, left, self.atomic_max, budget) {
                 Ok(bytes) => bytes,
-                Err(e) => break if written == 0 { Err(e) } else { Ok(written) },
+                Err(e) => break count_or(written, e),
             };
             let mark = inner
                 .ring
@@ -1027,7 +999,7 @@ impl Pipe {
                 .wrapping_add(inner.ring.len() as u64);
             let ticket = match inner.handoffs.offer(mark, bytes, current_task()) {
                 Ok(ticket) => ticket,
-                Err(e) => break if written == 0 { Err(e) } else { Ok(written) },
+                Err(e) => break count_or(written, e),
             };
             self.publish_handoffs(&inner);
             self.rd_wait.wake_one(POLLIN);
@@ -1055,11 +1027,7 @@ impl Pipe {
             }
             if signal {
                 // Before or after all of this offer was taken: the write ends here.
-                break if written == 0 {
-                    Err(ERESTARTSYS)
-                } else {
-                    Ok(written)
-                };
+                break count_or(written, ERESTARTSYS);
             }
             // All taken: go on with the rest. Or the last reader left: see above.
         };
@@ -1175,6 +1143,16 @@ impl Pipe {
             }
             _ => Err(ENOTTY),
         }
+    }
+}
+
+/// What a write returns when it stops: the bytes it moved, or `err` when it moved none (fs/pipe.c:
+/// `ret ? ret : -EFAULT` and the like).
+fn count_or(written: usize, err: Error) -> Result<usize> {
+    if written == 0 {
+        Err(err)
+    } else {
+        Ok(written)
     }
 }
 
