@@ -56,7 +56,7 @@ kernel:
 demo:
 	@scripts/demo.sh
 
-## check: the whole test suite: formatting, warnings, clippy, and the tests in the VM
+## check: the whole test suite: formatting, warnings, clippy, and the tests in the VM, on every kernel series (SERIES=7.2: that one)
 check:
 	@scripts/check.sh
 
@@ -68,7 +68,7 @@ mutants:
 logs:
 	@scripts/logs.sh
 
-## bench: benchmark mini_pipe against a FIFO in the VM; writes logs/bench/ (minutes)
+## bench: benchmark mini_pipe against a FIFO in the VM; writes logs/bench/ (minutes; SERIES=7.2: logs/bench/7.2/)
 bench:
 	@scripts/bench.sh
 

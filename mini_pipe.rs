@@ -32,12 +32,16 @@
 //!   order in which a load registers everything;
 //! - `debugfs`: the counters files, `/sys/kernel/debug/mini_pipe/<node name>`.
 //!
-//! - `kvec`: `iov_iter`s over kernel buffers, for the KUnit tests (with `CONFIG_KUNIT` only).
+//! - `kvec`: `iov_iter`s over kernel buffers, for the KUnit tests (with `CONFIG_KUNIT` only);
+//! - `compat`: every difference between the kernel releases it builds against (7.2, 7.3), each
+//!   chosen by a probe in Kbuild.
 //!
-//! `chrdev`, `debugfs`, `fops`, `pin`, `wait` and `kvec` hold all the `unsafe` code.
+//! `chrdev`, `compat`, `debugfs`, `fops`, `pin`, `wait` and `kvec` hold all the `unsafe` code.
 
 #[path = "src/chrdev.rs"]
 mod chrdev;
+#[path = "src/compat.rs"]
+mod compat;
 #[path = "src/debugfs.rs"]
 mod debugfs;
 #[path = "src/fops.rs"]
@@ -129,7 +133,7 @@ impl kernel::InPlaceModule for MiniPipeModule {
 
 /// The `pipes` parameter, checked: out of range, loading fails with `EINVAL` and says why.
 fn pipe_count() -> Result<u32> {
-    let pipes = module_parameters::pipes.value();
+    let pipes = compat::param(module_parameters::pipes.value());
     if pipes == 0 || pipes > MAX_PIPES {
         pr_err!("pipes={pipes} is out of range: use 1 to {MAX_PIPES}\n");
         return Err(EINVAL);
@@ -140,7 +144,7 @@ fn pipe_count() -> Result<u32> {
 /// The `capacity` parameter, checked: out of range, loading fails with `EINVAL` and says why.
 /// 0 makes rendezvous channels: no ring, every write waits for readers to take its bytes.
 fn capacity() -> Result<usize> {
-    let capacity = module_parameters::capacity.value();
+    let capacity = compat::param(module_parameters::capacity.value());
     if capacity > MAX_CAPACITY {
         pr_err!("capacity={capacity} is out of range: use 0 to {MAX_CAPACITY} bytes\n");
         return Err(EINVAL);

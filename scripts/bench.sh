@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark /dev/mini_pipe against a FIFO in the test VM and write the results to logs/bench/.
 #
-# usage: scripts/bench.sh [--smoke] [-- MINI_PIPE_TEST_BENCH_ARGS...]
+# usage: scripts/bench.sh [--series S] [--smoke] [-- MINI_PIPE_TEST_BENCH_ARGS...]
 #
 # Boots the test kernel twice (scripts/vm.sh; VM_ACCEL as there), with 2 virtual CPUs and with
 # 1, and runs `mini_pipe_test bench` in each (tests/src/bench.rs explains what it measures): the
@@ -9,8 +9,9 @@
 # documents, scripts/bench-report.py writes logs/bench/bench.json (the measurements and the
 # environment: kernel, accelerator, CPUs, commit), bench.md (the tables with the mini_pipe/FIFO
 # ratios, and the targets) and bench.png (throughput against write size). --smoke runs the
-# seconds-long subset and writes to logs/bench/smoke/ instead. The full run takes about 6 to 8
-# minutes under TCG.
+# seconds-long subset and writes to logs/bench/smoke/ instead. The full run takes about 8
+# minutes under TCG. --series S benchmarks that kernel series (kernel/pins/S.sh) instead of the
+# newest, and writes to logs/bench/S/ (logs/bench/smoke/S/).
 # A transfer that stalls (a lost wakeup) fails the run, smoke or full: the files are written,
 # with the stall reports in bench.json, and the exit status is 1, naming the reports.
 set -euo pipefail
@@ -18,14 +19,19 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 usage() { sed -n 4p "$0" | sed 's/^# //' >&2; exit 2; }
 
-out=$top/logs/bench timeout=3600 args=()
+# shellcheck source=kernel/pin.sh
+. "$top/kernel/pin.sh"
+out=$top/logs/bench timeout=3600 args=() series=${SERIES:-$KERNEL_SERIES_NEWEST}
 while [ $# -gt 0 ]; do
 	case $1 in
 	--smoke) args+=(--smoke); out=$top/logs/bench/smoke; timeout=600; shift ;;
+	--series) [ $# -ge 2 ] || usage; series=$2; shift 2 ;;
 	--) shift; args+=("$@"); break ;;
 	*) usage ;;
 	esac
 done
+kernel_pins "$series" || exit 2
+[ "$series" = "$KERNEL_SERIES_NEWEST" ] || out=$out/$series
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -40,7 +46,7 @@ run_vm() {
 	# line both arrive on vm.sh's stdout (shown as they come); vm.sh's own summary is on its
 	# stderr.
 	set +e
-	"$top/scripts/vm.sh" --smp "$smp" --timeout "$timeout" -- mini_pipe_test bench "$@" \
+	"$top/scripts/vm.sh" --series "$series" --smp "$smp" --timeout "$timeout" -- mini_pipe_test bench "$@" \
 		2> >(tee "$tmp/vm-$smp.log" >&2) | tee "$tmp/guest-$smp.log"
 	rc=${PIPESTATUS[0]}
 	set -e

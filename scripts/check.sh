@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: what `make check` and .ci/run run.
 #
-# usage: scripts/check.sh
+# usage: scripts/check.sh        (SERIES="7.2" or "7.3 7.2" in the environment: those series only)
 #
-# Installs what is missing, builds the test kernel (cached), then checks on the host
-# (rustfmt, the module built with clippy and no warnings, a plain `make KDIR=...`, the
-# test programs built with clippy and no warnings) and runs the tests in the VM. Prints
+# Installs what is missing, builds the test kernels (cached), then checks on the host
+# (rustfmt, the module built with clippy and no warnings against each series, a plain
+# `make KDIR=...` against each, the test programs built with clippy and no warnings) and runs
+# the tests in the VM: the standard kernel of every series in kernel/pin.sh, and the debug
+# kernel of the newest. Results of an older series carry its name (`standard-7.2:...`). Prints
 # KTAP; the last line is `N passed, N failed`. Exits non-zero if anything failed.
 # The full output is also kept in the cache's runs/ directory.
 # shellcheck disable=SC2317 # the functions below run through prerequisite and check
@@ -50,11 +52,26 @@ prerequisite() { # prerequisite NAME COMMAND...
 	finish
 }
 
+# shellcheck source=kernel/pin.sh
+. kernel/pin.sh
+series_list=${SERIES:-$KERNEL_SERIES_LIST}
+for s in $series_list; do kernel_pins "$s" || exit 2; done
+first=${series_list%% *}
+# The debug kernel is the newest series', when that series is asked for.
+debug=0
+case " $series_list " in *" $KERNEL_SERIES_NEWEST "*) debug=1 ;; esac
+# A result's name for series $1: as it is for the newest, with the series after it for another.
+tag() { # tag SERIES NAME
+	if [ "$1" = "$KERNEL_SERIES_NEWEST" ]; then echo "$2"; else echo "$2-$1"; fi
+}
+kdir_of() { scripts/build-kernel.sh --series "$1" standard 2>/dev/null; }
+
 start=$(date +%s)
 prerequisite setup scripts/setup.sh
-prerequisite kernel scripts/build-kernel.sh standard
-prerequisite debug_kernel scripts/build-kernel.sh debug
-kdir=$(scripts/build-kernel.sh standard 2>/dev/null)
+for s in $series_list; do
+	prerequisite "$(tag "$s" kernel)" scripts/build-kernel.sh --series "$s" standard
+done
+[ "$debug" -eq 0 ] || prerequisite debug_kernel scripts/build-kernel.sh debug
 prerequisite test_programs_build scripts/build-tests.sh
 tests_bin=$(scripts/build-tests.sh --print-dir)
 # The tests the guest must report, by name: a list that cannot be had, or an empty one,
@@ -77,29 +94,32 @@ check() { # check NAME COMMAND...: one KTAP line for a host-side command
 	shift
 	if "$@" >"$run/$name.log" 2>&1; then result OK "$name"; else result FAIL "$name" "$run/$name.log"; fi
 }
-plain_make() {
+plain_make() { # plain_make KDIR
 	local plain
 	plain=$(mktemp -d)
 	cp Kbuild Makefile mini_pipe.rs "$plain/" && cp -r src "$plain/" &&
-		make -C "$plain" KDIR="$kdir" && [ -f "$plain/mini_pipe.ko" ]
+		make -C "$plain" KDIR="$1" && [ -f "$plain/mini_pipe.ko" ]
 	local rc=$?
 	rm -rf "$plain"
 	return "$rc"
 }
 check rustfmt make -s fmtcheck
-check module_builds_clippy_clean scripts/build-module.sh --force "$kdir"
-check plain_make_kdir plain_make
+for s in $series_list; do
+	kdir=$(kdir_of "$s")
+	check "$(tag "$s" module_builds_clippy_clean)" scripts/build-module.sh --force "$kdir"
+	check "$(tag "$s" plain_make_kdir)" plain_make "$kdir"
+done
 check test_programs_clippy_clean sh -c 'cd tests && cargo clippy --quiet --release --locked -- -D warnings'
-check bench_smoke scripts/bench.sh --smoke
+check bench_smoke scripts/bench.sh --series "$first" --smoke
 
 # The tests in a VM: the guest's KTAP lines, renumbered into this list.
-guest() { # guest FLAVOUR EXPECTED TIMEOUT COMMAND...: EXPECTED is a file of test names
-	local flavour=$1 expected=$2 timeout=$3
-	shift 3
+guest() { # guest TAG SERIES FLAVOUR EXPECTED TIMEOUT COMMAND...: EXPECTED is a file of test names
+	local flavour=$1 series=$2 kernel=$3 expected=$4 timeout=$5
+	shift 5
 	local out="$run/guest-$flavour.ktap" log="$run/vm-$flavour.log"
-	echo "# $flavour kernel: $*"
-	VM_LOG_DIR="$run/vm-$flavour" scripts/vm.sh --kernel "$flavour" --mem 1G --timeout "$timeout" -- "$@" \
-		>"$out" 2>"$log" &
+	echo "# $flavour kernel ($kernel, $series): $*"
+	VM_LOG_DIR="$run/vm-$flavour" scripts/vm.sh --series "$series" --kernel "$kernel" --mem 1G \
+		--timeout "$timeout" -- "$@" >"$out" 2>"$log" &
 	local vm=$!
 	tail -n +1 -f --pid=$vm "$out" 2>/dev/null |
 		awk -v base="$n" -v tag="$flavour" '
@@ -152,10 +172,17 @@ guest() { # guest FLAVOUR EXPECTED TIMEOUT COMMAND...: EXPECTED is a file of tes
 		result FAIL "$flavour:guest_kernel_log_clean" "$log"
 	fi
 }
-guest standard "$run/tests.list" 1800 mini_pipe_test
+for s in $series_list; do
+	guest "$(tag "$s" standard)" "$s" standard "$run/tests.list" 1800 mini_pipe_test
+done
+if [ "$debug" -eq 0 ]; then
+	echo "1..$n"
+	echo "# total $(($(date +%s) - start)) s (no debug kernel: SERIES=\"$series_list\" leaves out $KERNEL_SERIES_NEWEST)"
+	finish
+fi
 { cat "$run/tests.list"; echo kmemleak_no_leaks; } >"$run/tests-debug.list"
 # shellcheck disable=SC2016 # the guest's shell expands it
-guest debug "$run/tests-debug.list" 3600 \
+guest debug "$KERNEL_SERIES_NEWEST" debug "$run/tests-debug.list" 3600 \
 	sh -c 'kmemleak.sh start && mini_pipe_test; rc=$?; kmemleak.sh check || rc=1; exit $rc'
 console="$run/vm-debug/console.log"
 

@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Fetch and unpack the test kernel's source: Debian's linux-source-7.x package.
+# Fetch and unpack a test kernel's source: Debian's linux-source-SERIES package.
 #
-# usage: scripts/fetch-kernel.sh DESTDIR
+# usage: scripts/fetch-kernel.sh [--series SERIES] DESTDIR
 #
 # Downloads one .deb with apt-get run on private state (own source list, lists and
 # cache under the cache dir), so the system's apt configuration is never touched.
-# The mirror is the one the machine's own apt sources use. The pinned version is
-# sha256-checked; if the archive has moved on, the newest 7.x offered is taken and
-# a warning says so. Prints the unpacked source directory on stdout.
+# The mirror is the one the machine's own apt sources use. SERIES (default: the newest in
+# kernel/pin.sh) picks the pins in kernel/pins/SERIES.sh; the pinned version is
+# sha256-checked; if the archive has moved on, the newest version of that series offered is
+# taken and a warning says so. Each series unpacks into DESTDIR/linux-source-SERIES, side by
+# side. Prints the unpacked source directory on stdout.
 set -euo pipefail
 
 usage() { sed -n 4p "$0" | sed 's/^# //' >&2; exit 2; }
-[ $# -eq 1 ] || usage
-dest=$1
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=kernel/pin.sh
 . "$here/../kernel/pin.sh"
+series=$KERNEL_SERIES_NEWEST
+if [ "${1:-}" = --series ]; then
+	[ $# -ge 2 ] || usage
+	series=$2
+	shift 2
+fi
+[ $# -eq 1 ] || usage
+dest=$1
+kernel_pins "$series" || exit 2
 
 say() { printf 'fetch-kernel: %s\n' "$*" >&2; }
 
@@ -34,37 +43,40 @@ apt_opts=(-o APT::Sandbox::User=root -o Dir::Etc::SourceList="$apt_dir/sources.l
 	-o Dir::State::Status="$apt_dir/status" -o Debug::NoLocking=1)
 touch "$apt_dir/status"
 
-deb=$(ls "$dest"/linux-source-"$KERNEL_SERIES"*_all.deb 2>/dev/null | head -n1 || true)
+deb=$(ls "$dest"/"$KERNEL_PKG"_*_all.deb 2>/dev/null | head -n1 || true)
 if [ -z "$deb" ] || [ "$(sha256sum <"$deb" | cut -d' ' -f1)" != "$KERNEL_DEB_SHA256" ]; then
 	say "querying $mirror $KERNEL_SUITE for $KERNEL_PKG"
 	apt-get "${apt_opts[@]}" update -qq >&2
 	pkg=$KERNEL_PKG
 	if ! apt-cache "${apt_opts[@]}" show "$pkg=$KERNEL_DEB_VERSION" >/dev/null 2>&1; then
-		newest=$(apt-cache "${apt_opts[@]}" pkgnames linux-source-7. | sort -V | tail -n1)
-		[ -n "$newest" ] || { say "no linux-source-7.x in $KERNEL_SUITE"; exit 1; }
+		newest=$(apt-cache "${apt_opts[@]}" policy "$pkg" | sed -n 's/^ *Candidate: //p')
+		if [ -z "$newest" ] || [ "$newest" = "(none)" ]; then
+			say "no $pkg in $KERNEL_SUITE"
+			exit 1
+		fi
 		say "WARNING: $KERNEL_PKG $KERNEL_DEB_VERSION is no longer served; using the newest: $newest"
-		say "WARNING: update kernel/pin.sh once it builds and passes"
-		pkg=$newest
-		KERNEL_DEB_VERSION=
+		say "WARNING: update kernel/pins/$series.sh once it builds and passes"
+		KERNEL_DEB_VERSION=$newest
+		KERNEL_DEB_SHA256=
 	fi
 	(cd "$dest" && apt-get "${apt_opts[@]}" download "$pkg${KERNEL_DEB_VERSION:+=$KERNEL_DEB_VERSION}" >&2)
 	deb=$(ls -t "$dest"/"$pkg"_*_all.deb | head -n1)
 	sum=$(sha256sum <"$deb" | cut -d' ' -f1)
-	if [ -n "$KERNEL_DEB_VERSION" ] && [ "$sum" != "$KERNEL_DEB_SHA256" ]; then
+	if [ -n "$KERNEL_DEB_SHA256" ] && [ "$sum" != "$KERNEL_DEB_SHA256" ]; then
 		say "sha256 mismatch for $deb: got $sum, pinned $KERNEL_DEB_SHA256"
 		rm -f "$deb"
 		exit 1
 	fi
 fi
 
-src=$(find "$dest" -maxdepth 1 -type d -name 'linux-source-7.*' | head -n1)
-if [ -z "$src" ] || [ ! -f "$src/Makefile" ]; then
+src="$dest/linux-source-$series"
+if [ ! -f "$src/Makefile" ]; then
 	say "unpacking $(basename "$deb")"
 	tmp=$(mktemp -d "$dest/unpack.XXXX")
 	dpkg-deb -x "$deb" "$tmp"
 	tarball=$(find "$tmp/usr/src" -name 'linux-source-*.tar.*' | head -n1)
 	tar -C "$dest" -xf "$tarball"
 	rm -rf "$tmp"
-	src=$(find "$dest" -maxdepth 1 -type d -name 'linux-source-7.*' | head -n1)
+	[ -f "$src/Makefile" ] || { say "$(basename "$tarball") did not unpack into $src"; exit 1; }
 fi
 echo "$src"

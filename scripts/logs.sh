@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate logs/ from real runs: the demo, the test suite on both kernels, the benchmark.
+# Regenerate logs/ from real runs: the demo, the test suite on every kernel, the benchmarks.
 #
 # usage: scripts/logs.sh
 #
@@ -18,7 +18,15 @@ mkdir -p logs
 stamp() {
 	echo "# $1"
 	echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $commit, $(nproc) CPUs, $(rustc --version)"
-	echo "# test kernel: $(. kernel/pin.sh && echo "$KERNEL_PKG $KERNEL_DEB_VERSION"), VM_ACCEL=${VM_ACCEL:-probe}"
+	echo "# test kernels: $(kernels), VM_ACCEL=${VM_ACCEL:-probe}"
+}
+kernels() { # the pinned source of every series, newest first
+	(
+		. kernel/pin.sh
+		for s in $KERNEL_SERIES_LIST; do
+			kernel_pins "$s" && printf '%s %s; ' "$KERNEL_PKG" "$KERNEL_DEB_VERSION"
+		done
+	) | sed 's/; $//'
 }
 run() { # run NAME DESCRIPTION COMMAND...
 	local name=$1 what=$2
@@ -30,6 +38,10 @@ run() { # run NAME DESCRIPTION COMMAND...
 	echo "logs/$name.log: $(tail -n 1 "logs/$name.log")"
 }
 run demo "make demo" make -s demo
-run check "make check (standard and debug kernels)" make -s check
-# The benchmark stamps its own files in logs/bench/.
+run check "make check (the standard kernel of every series, the debug kernel of the newest)" make -s check
+# The benchmark stamps its own files in logs/bench/ (the newest series) and logs/bench/SERIES/.
 run bench-run "make bench" make -s bench
+for s in $(. kernel/pin.sh && echo "$KERNEL_SERIES_LIST"); do
+	[ "$s" = "$(. kernel/pin.sh && echo "$KERNEL_SERIES_NEWEST")" ] ||
+		run "bench-run-$s" "make bench SERIES=$s" make -s bench SERIES="$s"
+done

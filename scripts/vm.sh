@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Boot a test kernel in QEMU with mini_pipe loaded, run one command as root in the guest.
 #
-# usage: scripts/vm.sh [--add FILE]... [--param NAME=VALUE]... [--kernel NAME] [--no-load]
-#                      [--timeout SECONDS] [--smp N] [--mem SIZE] -- COMMAND [ARGS...]
+# usage: scripts/vm.sh [--add FILE]... [--param NAME=VALUE]... [--series S] [--kernel NAME]
+#                      [--no-load] [--timeout SECONDS] [--smp N] [--mem SIZE] -- COMMAND [ARGS...]
 #
 #   --add FILE          copy FILE into the guest's /extra/ (repeatable; /extra is on PATH)
 #   --param NAME=VALUE  module parameter for insmod (repeatable)
+#   --series S          kernel series: kernel/pins/S.sh (default: the newest in kernel/pin.sh)
 #   --kernel NAME       test kernel flavour: kernel/NAME.config (default: standard)
 #   --no-load           do not insmod mini_pipe before running COMMAND
 #   --timeout SECONDS   bound on the whole VM run; on expiry exit 124 (default: 600)
@@ -28,17 +29,18 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 usage() { sed -n 4,5p "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 say() { printf 'vm: %s\n' "$*" >&2; }
 
-adds=() params=() kernel=standard load=1 timeout=600 smp=2 mem=512M
+adds=() params=() series=() kernel=standard load=1 timeout=600 smp=2 mem=512M
 while [ $# -gt 0 ]; do
 	case $1 in
 	--add) [ $# -ge 2 ] || usage; adds+=("$2"); shift 2 ;;
 	--param) [ $# -ge 2 ] || usage; params+=("$2"); shift 2 ;;
+	--series) [ $# -ge 2 ] || usage; series=(--series "$2"); shift 2 ;;
 	--kernel) [ $# -ge 2 ] || usage; kernel=$2; shift 2 ;;
 	--no-load) load=0; shift ;;
 	--timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
 	--smp) [ $# -ge 2 ] || usage; smp=$2; shift 2 ;;
 	--mem) [ $# -ge 2 ] || usage; mem=$2; shift 2 ;;
-	-h | --help) sed -n 2,24p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n 2,25p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	--) shift; break ;;
 	*) say "unknown option: $1"; usage ;;
 	esac
@@ -54,7 +56,7 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/mini_pipe
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # What the guest needs: the kernel (a no-op when cached), the module, the test programs.
-kdir=$("$top/scripts/build-kernel.sh" "$kernel")
+kdir=$("$top/scripts/build-kernel.sh" "${series[@]}" "$kernel")
 "$top/scripts/build-module.sh" "$kdir" >&2
 "$top/scripts/build-tests.sh" >&2
 tests_bin=$("$top/scripts/build-tests.sh" --print-dir)

@@ -171,7 +171,7 @@ impl Chrdev {
         // open.
         unsafe {
             (*cdev).ops = crate::fops::fops();
-            (*cdev).owner = kernel::module::this_module::<crate::LocalModule>().as_ptr();
+            (*cdev).owner = crate::compat::this_module();
         }
         // Before the numbers can be opened: `open` finds the pipes here.
         PIPES.store(core::ptr::from_ref(pipes), Release);

@@ -113,7 +113,7 @@ unsafe impl<T> Sync for AssertSync<T> {}
 /// A seq_file of one record, with this module as owner.
 #[cfg(CONFIG_DEBUG_FS)]
 static STATS_FOPS: AssertSync<bindings::file_operations> = AssertSync(bindings::file_operations {
-    owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+    owner: crate::compat::this_module(),
     open: Some(stats_open),
     read: Some(bindings::seq_read),
     llseek: Some(bindings::seq_lseek),

@@ -68,7 +68,7 @@ unsafe impl<T> Sync for AssertSync<T> {}
 
 static MINI_PIPE_FOPS: AssertSync<bindings::file_operations> =
     AssertSync(bindings::file_operations {
-        owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+        owner: crate::compat::this_module(),
         open: Some(mini_pipe_open),
         release: Some(mini_pipe_release),
         read_iter: Some(mini_pipe_read_iter),

@@ -23,6 +23,10 @@
 //! fs/pipe.c's sync one ([`Pipe::sync_wakeups`]). DIFF.md, "Wakeups", has the measurements.
 
 use crate::{
+    compat::{
+        smp_mb,
+        FIONREAD, //
+    },
     fops::FasyncList,
     handoff::{
         Handoffs,
@@ -63,10 +67,6 @@ use kernel::{
         atomic::{
             Atomic,
             Relaxed, //
-        },
-        barrier::{
-            smp_mb,
-            Full, //
         },
         Mutex,
         MutexGuard, //
@@ -379,7 +379,7 @@ impl Pipe {
     /// after the copy. Both cannot miss each other (a store-buffering pattern, with a full
     /// barrier on each side).
     fn polled_since_publish(&self, polled: &Atomic<bool>) -> bool {
-        smp_mb(Full);
+        smp_mb();
         polled.load(Relaxed)
     }
 
@@ -578,7 +578,7 @@ impl Pipe {
         if mode.write {
             table.register(file, &self.wr_wait);
         }
-        smp_mb(Full);
+        smp_mb();
         let u = &self.unlocked;
         let mut mask = 0;
         if mode.read {
@@ -1132,7 +1132,7 @@ impl Pipe {
     /// without taking the mutex; anything else is `ENOTTY`, as for a FIFO.
     pub(crate) fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
-            kernel::bindings::FIONREAD => {
+            FIONREAD => {
                 let u = &self.unlocked;
                 let queued = u.queued.load(Relaxed) + u.offered.load(Relaxed);
                 // Thousands of waiting writers could offer more than an int holds.

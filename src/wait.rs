@@ -29,7 +29,6 @@ use kernel::{
             Atomic,
             Relaxed, //
         },
-        rcu::synchronize_rcu,
         LockClassKey,
         MutexGuard, //
     },
@@ -217,7 +216,7 @@ impl PinnedDrop for WaitQueue {
         if self.has_entries() {
             // SAFETY: `head` is initialised (type invariant).
             unsafe { bindings::__wake_up_pollfree(self.head.get()) };
-            synchronize_rcu();
+            crate::compat::synchronize_rcu();
         }
     }
 }
