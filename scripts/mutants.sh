@@ -42,11 +42,11 @@ names=() files=() wheres=() origs=() repls=() testss=()
 m() {
 	names+=("$1") files+=("$2") wheres+=("$3") origs+=("$4") repls+=("$5") testss+=("$6")
 }
-m write_wakes_no_reader src/pipe.rs 1/1 \
+m write_wakes_no_reader src/pipe.rs 1/3 \
 	'self.rd_wait.wake_one(POLLIN);' 'self.wr_wait.wake_one(POLLIN);' \
 	'fifo_eq_setup fifo_eq_reader_woken_by_write'
 m read_wakes_no_writer src/pipe.rs 1/1 \
-	'let after = before + want.min(inner.ring.len());' 'let after = before;' \
+	'wake_writers = inner.writers_to_wake(before, after, self.atomic_max);' 'wake_writers = inner.writers_to_wake(before, before, self.atomic_max);' \
 	'fifo_eq_setup fifo_eq_writer_woken_by_read'
 m wake_before_room_reaches_atomic src/pipe.rs 1/1 \
 	'if before < atomic_max && after >= atomic_max {' 'if before < atomic_max && after > before {' \
@@ -60,20 +60,20 @@ m ring_write_wrap_off_by_one src/ring.rs 1/1 \
 m ring_read_wrap_off_by_one src/ring.rs 1/1 \
 	'let first = n.min(self.capacity() - self.tail);' 'let first = n.min(self.capacity() - self.tail - 1);' \
 	'kunit:mini_pipe_ring.copies_match_a_model_everywhere'
-m faulted_copy_counted_as_moved src/pipe.rs 1/1 \
+m faulted_copy_counted_as_moved src/pipe.rs 1/2 \
 	'written += copied;' 'written += want.min(room);' \
 	'fifo_eq_setup fifo_eq_write_bad_buffer fifo_eq_write_faulting_at_the_start fifo_eq_write_faulting_in_the_middle'
-m no_sigpipe src/pipe.rs 1/1 \
+m no_sigpipe src/pipe.rs 1/2 \
 	'*sigpipe = true;' '*sigpipe = false;' \
 	'fifo_eq_setup fifo_eq_write_without_reader_epipe epipe_without_reader'
 m pollout_one_byte_early src/pipe.rs 1/1 \
 	'room >= atomic_max' 'room + 1 >= atomic_max' \
 	'kunit:mini_pipe_wakeups.writable_means_an_atomic_write_fits'
 m wake_writer_without_key src/pipe.rs 1/1 \
-	'Wake::One if sync => self.wr_wait.wake_one_sync(POLLOUT),' 'Wake::One if sync => self.wr_wait.wake_one_sync(ANY),' \
+	'Wake::One => self.wr_wait.wake_one(POLLOUT),' 'Wake::One => self.wr_wait.wake_one(ANY),' \
 	'fifo_eq_setup fifo_eq_epoll_exclusive_reader_leaves_writer_wakeup'
 m next_reader_not_woken src/pipe.rs 1/1 \
-	'let wake_next_reader = woken && !inner.ring.is_empty();' 'let wake_next_reader = woken && inner.ring.is_empty();' \
+	'let wake_next_reader = woken && inner.readable();' 'let wake_next_reader = woken && !inner.readable();' \
 	'fifo_eq_setup fifo_eq_two_sleeping_readers_share_one_write'
 m open_no_w_counter_bump src/pipe.rs 1/2 \
 	'inner.w_counter = inner.w_counter.wrapping_add(1);' '// inner.w_counter = inner.w_counter.wrapping_add(1);' \
@@ -99,6 +99,25 @@ m min_need_not_lowered src/pipe.rs 1/1 \
 m eof_while_a_writer_remains src/pipe.rs 3/3 \
 	'if inner.writers == 0 {' 'if inner.writers <= 1 {' \
 	'fifo_eq_setup fifo_eq_read_empty_nonblock_with_writer fifo_eq_no_eof_while_a_writer_remains'
+# Rendezvous and O_DSYNC (src/handoff.rs, src/pin.rs, write_sync).
+m slot_reader_not_woken src/handoff.rs 1/1 \
+	'slot.reader.wake_up();' 'core::hint::black_box(&slot.reader);' \
+	'rendezvous_meet_and_wait'
+m offer_writer_not_woken src/handoff.rs 1/1 \
+	'Some(writer) => writer.wake_up(),' 'Some(_) => {}' \
+	'rendezvous_meet_and_wait'
+m atomic_write_cut_by_signal src/pipe.rs 1/1 \
+	'if taken < len && total <= self.atomic_max && written + taken > 0 {' 'if taken < len && total <= self.atomic_max / 8192 && written + taken > 0 {' \
+	'rendezvous_small_writes_whole_under_signals sync_small_writes_whole_under_signals'
+m offer_ahead_of_older_ring_bytes src/pipe.rs 1/1 \
+	'self.ring.len().min(' 'self.ring.len().max(' \
+	'kunit:mini_pipe_wakeups.offers_come_after_the_bytes_queued_before_them'
+m nonblocking_atomic_write_split src/pipe.rs 1/1 \
+	'if first && room > 0 && (room >= left || !all_or_nothing) {' 'if first && room > 0 && (room >= left || all_or_nothing) {' \
+	'rendezvous_nonblocking_needs_a_waiting_partner'
+m writer_pages_left_pinned src/pin.rs 1/1 \
+	'bindings::unpin_user_pages(pages.add(written), count - written);' 'bindings::unpin_user_pages(pages.add(written), (count - written) / 4096);' \
+	'rendezvous_meet_and_wait rendezvous_pins_all_released'
 
 list=0 baseline=1 chosen=()
 while [ $# -gt 0 ]; do
