@@ -20,12 +20,15 @@
 //! ```
 //!
 //! The crate is laid out as:
-//! - `ring`: the byte ring and its (at most two-segment) copies;
+//! - `ring`: the byte ring, and the claims a copy in or out makes on it;
+//! - `claim`: the ring's bytes, which one reader and one writer copy at the same time, each
+//!   under a claim on its own part, without the pipe's mutex;
 //! - `pipe`: open, release, read and write: the semantics, all safe Rust;
 //! - `handoff`: bytes moved straight from a waiting writer's buffer to a reader's, or into a
 //!   waiting reader's, with one copy: rendezvous pipes (`capacity=0`) and `O_DSYNC` writes;
 //! - `pin`: the pinned user pages a waiting reader or writer leaves for the other side;
 //! - `stats`: the counters of what happened in a pipe;
+//! - `cacheline`: where the hot fields of a pipe lie, so that two CPUs share few cache lines;
 //! - `wait`: wait queues whose wakeups carry a poll key, and poll table registration;
 //! - `fops`: the `file_operations` trampolines;
 //! - `chrdev`: the device numbers, class, nodes and `cdev` that route opens to `fops`, and the
@@ -36,10 +39,15 @@
 //! - `compat`: every difference between the kernel releases it builds against (7.2, 7.3), each
 //!   chosen by a probe in Kbuild.
 //!
-//! `chrdev`, `compat`, `debugfs`, `fops`, `pin`, `wait` and `kvec` hold all the `unsafe` code.
+//! `chrdev`, `claim`, `compat`, `debugfs`, `fops`, `pin`, `wait` and `kvec` hold all the `unsafe`
+//! code.
 
+#[path = "src/cacheline.rs"]
+mod cacheline;
 #[path = "src/chrdev.rs"]
 mod chrdev;
+#[path = "src/claim.rs"]
+mod claim;
 #[path = "src/compat.rs"]
 mod compat;
 #[path = "src/debugfs.rs"]

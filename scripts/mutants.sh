@@ -42,11 +42,11 @@ names=() files=() wheres=() origs=() repls=() testss=()
 m() {
 	names+=("$1") files+=("$2") wheres+=("$3") origs+=("$4") repls+=("$5") testss+=("$6")
 }
-m write_wakes_no_reader src/pipe.rs 1/3 \
+m write_wakes_no_reader src/pipe.rs 1/2 \
 	'self.rd_wait.wake_one(POLLIN);' 'self.wr_wait.wake_one(POLLIN);' \
 	'fifo_eq_setup fifo_eq_reader_woken_by_write'
 m read_wakes_no_writer src/pipe.rs 1/1 \
-	'wake_writers = inner.writers_to_wake(before, after, self.atomic_max);' 'wake_writers = inner.writers_to_wake(before, before, self.atomic_max);' \
+	'wake = inner.writers_to_wake(before, after, self.atomic_max);' 'wake = inner.writers_to_wake(before, before, self.atomic_max);' \
 	'fifo_eq_setup fifo_eq_writer_woken_by_read'
 m wake_before_room_reaches_atomic src/pipe.rs 1/1 \
 	'if before < atomic_max && after >= atomic_max {' 'if before < atomic_max && after > before {' \
@@ -55,13 +55,13 @@ m ring_not_cleared_on_last_close src/ring.rs 1/1 \
 	'self.len = 0;' '// self.len = 0;' \
 	'fifo_eq_setup fifo_eq_leftovers_discarded_when_all_close'
 m ring_write_wrap_off_by_one src/ring.rs 1/1 \
-	'let first = n.min(cap - head);' 'let first = n.min(cap - head - 1);' \
+	'if len < cap - tail {' 'if len <= cap - tail {' \
 	'kunit:mini_pipe_ring.copies_match_a_model_everywhere'
 m ring_read_wrap_off_by_one src/ring.rs 1/1 \
-	'let first = n.min(self.capacity() - self.tail);' 'let first = n.min(self.capacity() - self.tail - 1);' \
+	'let to_end = self.capacity() - self.tail();' 'let to_end = self.capacity() - self.tail() + 1;' \
 	'kunit:mini_pipe_ring.copies_match_a_model_everywhere'
 m faulted_copy_counted_as_moved src/pipe.rs 1/2 \
-	'written += copied;' 'written += want.min(room);' \
+	'written += copied;' 'written += n;' \
 	'fifo_eq_setup fifo_eq_write_bad_buffer fifo_eq_write_faulting_at_the_start fifo_eq_write_faulting_in_the_middle'
 m no_sigpipe src/pipe.rs 1/2 \
 	'*sigpipe = true;' '*sigpipe = false;' \
@@ -99,6 +99,13 @@ m min_need_not_lowered src/pipe.rs 1/1 \
 m eof_while_a_writer_remains src/pipe.rs 3/3 \
 	'if inner.writers == 0 {' 'if inner.writers <= 1 {' \
 	'fifo_eq_setup fifo_eq_read_empty_nonblock_with_writer fifo_eq_no_eof_while_a_writer_remains'
+# Copies outside the mutex (src/claim.rs, src/ring.rs).
+m claims_overlap_ignored src/claim.rs 1/1 \
+	'if extent.overlaps(other, cap) {' 'if extent.overlaps(Extent::NONE, cap) {' \
+	'kunit:mini_pipe_claim.claims_are_kept_apart'
+m tail_reset_under_a_write_claim src/ring.rs 1/1 \
+	'if self.len == 0 && !self.buf.claimed() {' 'if self.len == 0 {' \
+	'kunit:mini_pipe_ring.claims_from_both_sides_at_once'
 # Rendezvous and O_DSYNC (src/handoff.rs, src/pin.rs, write_sync).
 m slot_reader_not_woken src/handoff.rs 1/1 \
 	'slot.reader.wake_up();' 'core::hint::black_box(&slot.reader);' \

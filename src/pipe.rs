@@ -6,23 +6,36 @@
 //! `pipe_release`, written against a byte [`Ring`] instead of a ring of page buffers. Everything
 //! here is safe Rust; [`crate::fops`] turns the C calls into calls of these methods.
 //!
-//! Locking: one [`Mutex`] (fs/pipe.c's `pipe->mutex`) guards the ring and the counters. Copies to
-//! and from user memory happen under it, as in fs/pipe.c: that is what makes a write of at most
-//! `PIPE_BUF` bytes atomic. poll, `FIONREAD` and fdinfo never take it: they read [`Unlocked`],
-//! a copy of what they need that is updated with the mutex held, so a copy stalled in a page
-//! fault holds up only the readers and writers that need the ring.
+//! Locking: one [`Mutex`] (fs/pipe.c's `pipe->mutex`) guards the ring's indices, the offers
+//! and the counts, and two more make readers and writers take turns: `rd_mutex` and
+//! `wr_mutex`, taken before it. The copies themselves run without the mutex, under a claim on
+//! the part of the ring they use ([`crate::claim`]): a reader copies out of queued bytes while a
+//! writer copies into free space, where fs/pipe.c has them take turns. A write of at most
+//! `PIPE_BUF` bytes is still atomic: it is one claim, made and committed with `wr_mutex` held,
+//! and readers see none of it before the commit. poll, `FIONREAD` and fdinfo take no lock: they
+//! read [`Unlocked`], a copy of what they need that is updated with the mutex held.
 //!
 //! Wakeups carry poll keys, as in fs/pipe.c (`EPOLLIN | EPOLLRDNORM` on `rd_wait` for data,
 //! `EPOLLOUT | EPOLLWRNORM` on `wr_wait` for room), so a poller waiting for one never takes a
 //! wakeup meant for a task waiting for the other ([`crate::wait`]). As in fs/pipe.c, the wakeup
-//! that moves data along (a writer waking a reader, a reader waking a writer) comes after the
-//! copy, once the mutex is dropped. Two things differ on a machine with more than one CPU: a
-//! write that fills the ring or a read that empties it wakes the other side before its copy,
-//! with the mutex held, so that the woken task spins on the mutex while the copy runs instead of
-//! being woken once it is over ([`wake_early`]); and the wakeup after a copy is a plain one, not
-//! fs/pipe.c's sync one ([`Pipe::sync_wakeups`]). DIFF.md, "Wakeups", has the measurements.
+//! that moves data along (a writer waking a reader, a reader waking a writer) comes once the
+//! bytes are committed and the mutex dropped. Three things differ on a machine with more than
+//! one CPU, all so that the two sides run at once instead of by turns:
+//!
+//! - a copy larger than [`RING_CHUNK`] is made and committed a chunk at a time, waking the other
+//!   side after the first, so that it copies the bytes (or into the room) of one chunk while
+//!   this side copies the next;
+//! - a copy that fills the ring (a write) or empties it (a read) wakes the sleepers on the other
+//!   side before it runs ([`SLEEPERS`]: pollers are woken only after the commit, when there is
+//!   something to see), and a sleeper so woken that finds the copy still running waits for the
+//!   copier's turn to end, spinning on its mutex while the copier runs, rather than sleep again:
+//!   its wake-up overlaps the copy;
+//! - the wakeup after a copy is a plain one, not fs/pipe.c's sync one ([`Pipe::sync_wakeups`]).
+//!
+//! DIFF.md, "Locking" and "Wakeups", has the measurements.
 
 use crate::{
+    cacheline::CacheLine,
     compat::{
         smp_mb,
         FIONREAD, //
@@ -45,6 +58,7 @@ use crate::{
     },
     wait::{
         new_wait_queue,
+        Held,
         PollTable,
         Sleep,
         WaitQueue, //
@@ -87,9 +101,20 @@ const POLLIN: u32 = bindings::POLLIN | bindings::POLLRDNORM;
 const POLLOUT: u32 = bindings::POLLOUT | bindings::POLLWRNORM;
 /// A wakeup with no key: every waiter and every poller (fs/pipe.c's `wake_up_interruptible_all`).
 const ANY: u32 = 0;
+/// The key of a wakeup meant for the tasks asleep in read or write only, not for pollers:
+/// `EPOLLMSG`, which no file reports and no poller asks for. Sleepers take any wakeup; poll,
+/// epoll and io_uring entries pass over one whose key has none of their events.
+const SLEEPERS: u32 = bindings::POLLMSG;
 /// The most a waiting writer offers at a time from kernel memory (splice), copied: a bound on
 /// the kernel memory one write holds.
 const COPY_CHUNK: usize = 64 << 10;
+/// On a machine with more than one CPU, ring copies larger than this are made a chunk at a
+/// time, each committed (and the other side woken) before the next: the other side then copies
+/// while this one does. At least `PIPE_BUF`, so an atomic write is always one chunk.
+const RING_CHUNK: usize = 16 << 10;
+/// Ring copies smaller than this are made with the mutex held: for a few bytes, dropping and
+/// taking it again costs more than the other side could gain by copying meanwhile.
+const UNLOCKED_COPY_MIN: usize = 256;
 /// The `si_code`s `kill_fasync` puts in the `SIGIO` it sends.
 const POLL_IN: i32 = bindings::POLL_IN as i32;
 const POLL_OUT: i32 = bindings::POLL_OUT as i32;
@@ -149,28 +174,6 @@ fn write_wakes_readers(was_empty: bool, pseudo_edgetrigger: bool) -> bool {
     was_empty || pseudo_edgetrigger
 }
 
-/// Whether a copy wakes the other side before it runs, with the mutex held, instead of after
-/// it, once the mutex is dropped, as fs/pipe.c does.
-///
-/// Early, the woken task spends its wake-up latency on the mutex, spinning on another CPU while
-/// the copy runs, and takes the mutex the moment the copy is over: the two sides overlap
-/// instead of sleeping by turns. That pays only when
-///
-/// - there is another CPU to spin on (`smp`): on one CPU the woken task preempts the copy, only
-///   to sleep on the mutex and be switched back (fs/pipe.c's sync wakeup after the unlock avoids
-///   exactly that);
-/// - the waker is about to wait for the task it wakes (`ends_turn`: its write fills the ring, or
-///   its read empties it). A writer that still has room, woken early, would have the reader
-///   take one write's bytes and go back to sleep, once per write; woken after the copy, the
-///   reader comes a little later and finds several;
-/// - nobody polls the queue (`polled`): a poller reads the state without the mutex and must not
-///   be woken before it has changed.
-///
-/// logs/bench/NOTES.md has the measurements that chose this rule.
-fn wake_early(smp: bool, ends_turn: bool, polled: bool) -> bool {
-    smp && ends_turn && !polled
-}
-
 /// How a file was opened, from its `f_mode` and `f_flags`.
 #[derive(Clone, Copy)]
 pub(crate) struct OpenMode {
@@ -183,6 +186,10 @@ pub(crate) struct OpenMode {
 }
 
 /// What the mutex protects.
+///
+/// The ring first: its indices, capacity and claims then share the cache line of the mutex
+/// that [`Pipe`] puts in front of it ([`crate::cacheline`]).
+#[repr(C)]
 struct PipeInner {
     ring: Ring,
     /// Open files that can read (fs/pipe.c: `pipe->readers`).
@@ -255,11 +262,19 @@ impl PipeInner {
     }
 }
 
+/// A reader's or a writer's locks: its side's mutex (`rd_mutex` or `wr_mutex`), then the
+/// pipe's.
+type Locked<'a> = (MutexGuard<'a, ()>, MutexGuard<'a, PipeInner>);
+
 /// What poll, `FIONREAD` and fdinfo read without the mutex, as `pipe_poll` reads `head_tail`,
 /// `readers`, `writers` and `w_counter` with `READ_ONCE`.
 ///
 /// Written only with the mutex held, by [`Pipe::publish`], from the [`PipeInner`] it guards.
+/// `queued`, which every read and write updates, has a cache line to itself and the rest,
+/// which opens, closes and waits update.
+#[repr(C)]
 struct Unlocked {
+    _line: CacheLine,
     queued: Atomic<usize>,
     /// Bytes waiting writers offer, and room in the buffers of readers waiting in read.
     offered: Atomic<usize>,
@@ -270,10 +285,26 @@ struct Unlocked {
 }
 
 /// The one pipe behind `/dev/mini_pipe`, shared by every open file.
+///
+/// Laid out for a reader and a writer on two CPUs ([`crate::cacheline`]): the mutex with the
+/// ring's indices in its cache line; each side's turn (`rd_mutex`, `wr_mutex`) on a line of its
+/// own; the wait queues; what poll reads ([`Unlocked`]) and the counters ([`Stats`]) on lines
+/// of their own; last what no read or write changes.
 #[pin_data]
+#[repr(C)]
 pub(crate) struct Pipe {
     #[pin]
     inner: Mutex<PipeInner>,
+    _rd_line: CacheLine,
+    /// Readers take turns: one at a time claims and copies the ring's bytes. Taken before
+    /// `inner`, and released while the reader sleeps.
+    #[pin]
+    rd_mutex: Mutex<()>,
+    _wr_line: CacheLine,
+    /// Writers take turns, as readers do: one at a time claims and fills the ring's room.
+    #[pin]
+    wr_mutex: Mutex<()>,
+    _wait_line: CacheLine,
     /// Readers wait here for data, and opens wait here for a partner (as in fs/pipe.c);
     /// poll and epoll wait here for readability.
     #[pin]
@@ -281,6 +312,10 @@ pub(crate) struct Pipe {
     /// Writers wait here for room; poll and epoll for writability.
     #[pin]
     wr_wait: WaitQueue,
+    unlocked: Unlocked,
+    /// What happened so far (debugfs and fdinfo).
+    stats: Stats,
+    _fixed_line: CacheLine,
     /// Files of readers that asked for `SIGIO` (`O_ASYNC`).
     fasync_readers: FasyncList,
     /// Files of writers that asked for `SIGIO`.
@@ -290,21 +325,19 @@ pub(crate) struct Pipe {
     /// Writes of at most this many bytes are atomic: `PIPE_BUF`, or the capacity if smaller.
     /// It is also the room poll waits for before it reports a writer may write.
     atomic_max: usize,
-    unlocked: Unlocked,
+    /// The most a ring copy moves before it is committed and the other side woken:
+    /// [`RING_CHUNK`] with several CPUs, everything with one (nothing could run meanwhile).
+    chunk: usize,
+    /// Ring copies of this many bytes or more drop the mutex: [`UNLOCKED_COPY_MIN`] with
+    /// several CPUs, none with one (nothing could use the mutex meanwhile).
+    unlocked_min: usize,
+    /// The CPUs the kernel may run (`nr_cpu_ids`): with one, wakeups are sync ones
+    /// ([`Pipe::sync_wakeups`]).
+    cpus: u32,
     /// An `EPOLLET` reader has polled: from then on every write wakes readers, not only a
     /// write into an empty ring, because edge-triggered epoll users have always relied on
     /// getting an event per write (fs/pipe.c: `pipe->pseudo_edgetrigger`).
     pseudo_edgetrigger: Atomic<bool>,
-    /// A poller has registered on `rd_wait` (`wr_wait`): from then on the wakeups on that queue
-    /// come after the copy, once the state a poller reads has changed. Like
-    /// `pseudo_edgetrigger`, it lasts until the last file is closed.
-    rd_polled: Atomic<bool>,
-    wr_polled: Atomic<bool>,
-    /// What happened so far (debugfs and fdinfo).
-    stats: Stats,
-    /// The CPUs the kernel may run (`nr_cpu_ids`): with one, wakeups never come early
-    /// (`wake_early`).
-    cpus: u32,
 }
 
 impl Pipe {
@@ -320,8 +353,14 @@ impl Pipe {
                 min_need: usize::MAX,
                 handoffs: Handoffs::new(),
             }),
+            _rd_line: CacheLine::new(),
+            rd_mutex <- new_mutex!((), "mini_pipe::rd_mutex"),
+            _wr_line: CacheLine::new(),
+            wr_mutex <- new_mutex!((), "mini_pipe::wr_mutex"),
+            _wait_line: CacheLine::new(),
             rd_wait <- new_wait_queue!("mini_pipe::rd_wait"),
             wr_wait <- new_wait_queue!("mini_pipe::wr_wait"),
+            _fixed_line: CacheLine::new(),
             fasync_readers: FasyncList::new(),
             fasync_writers: FasyncList::new(),
             // Before `capacity`: the initialiser shadows each field's name once it is set.
@@ -333,6 +372,7 @@ impl Pipe {
             },
             capacity,
             unlocked: Unlocked {
+                _line: CacheLine::new(),
                 queued: Atomic::new(0),
                 offered: Atomic::new(0),
                 slot_room: Atomic::new(0),
@@ -341,10 +381,18 @@ impl Pipe {
                 w_counter: Atomic::new(0),
             },
             pseudo_edgetrigger: Atomic::new(false),
-            rd_polled: Atomic::new(false),
-            wr_polled: Atomic::new(false),
             stats: Stats::new(),
             cpus: kernel::cpu::nr_cpu_ids(),
+            chunk: if kernel::cpu::nr_cpu_ids() > 1 {
+                RING_CHUNK
+            } else {
+                usize::MAX
+            },
+            unlocked_min: if kernel::cpu::nr_cpu_ids() > 1 {
+                UNLOCKED_COPY_MIN
+            } else {
+                usize::MAX
+            },
         })
     }
 
@@ -371,36 +419,17 @@ impl Pipe {
         self.unlocked.queued.store(inner.ring.len(), Relaxed);
     }
 
-    /// Whether a poller has registered on the queue `polled` stands for, ordered after the
-    /// `publish` that precedes it.
-    ///
-    /// This pairs with the barrier in [`Pipe::poll`]: either the poller, having set the flag and
-    /// registered, then reads the published state, or this sees the flag and wakes the queue
-    /// after the copy. Both cannot miss each other (a store-buffering pattern, with a full
-    /// barrier on each side).
-    fn polled_since_publish(&self, polled: &Atomic<bool>) -> bool {
-        smp_mb();
-        polled.load(Relaxed)
-    }
-
-    /// Whether a read or write wakes the other side before its copy, with the mutex held,
-    /// rather than after it, as fs/pipe.c does (`wake_early`, which see).
-    ///
-    /// `ends_turn`: the copy leaves this side with nothing to do until the other has run (a
-    /// write that fills the ring, a read that empties it). `polled`: the flag of the queue to be
-    /// woken.
-    fn wakes_early(&self, ends_turn: bool, polled: &Atomic<bool>) -> bool {
-        wake_early(self.cpus > 1, ends_turn, polled.load(Relaxed))
-    }
-
     /// Whether the wakeup a read or write sends after its copy, as it returns, is a sync one.
     ///
     /// fs/pipe.c's are: the hint that the waker is about to sleep. On one CPU that keeps the
     /// woken task from preempting the waker for the few instructions it has left. On several,
     /// the scheduler also takes the hint as a reason to run the woken task on the waker's CPU
-    /// (`wake_affine`), while this waker goes on (it did not fill or empty the ring, or it would
-    /// have woken early) and the other CPU may be idle: the two then share one CPU and switch
-    /// by turns. So there the wakeup is a plain one.
+    /// (`wake_affine`), while the waker often goes on (to its next read or write) and the other
+    /// CPU may be idle: the two then share one CPU and switch by turns. So there the wakeup is a
+    /// plain one.
+    ///
+    /// The wakeup of the other side between two chunks of a copy ([`RING_CHUNK`]) is never a
+    /// sync one: the waker goes on copying.
     fn sync_wakeups(&self) -> bool {
         self.cpus == 1
     }
@@ -531,8 +560,6 @@ impl Pipe {
             inner.ring.clear();
             inner.min_need = usize::MAX;
             self.pseudo_edgetrigger.store(false, Relaxed);
-            self.rd_polled.store(false, Relaxed);
-            self.wr_polled.store(false, Relaxed);
         }
         self.publish(&inner);
         drop(inner);
@@ -562,16 +589,8 @@ impl Pipe {
         if mode.read && table.edge_triggered() && !self.pseudo_edgetrigger.load(Relaxed) {
             self.pseudo_edgetrigger.store(true, Relaxed);
         }
-        // Register first, then look: a change after the look wakes the table. The flags make
-        // the wakeups on a polled queue come after the change (`polled_since_publish`).
-        if table.waits() {
-            if mode.read && !self.rd_polled.load(Relaxed) {
-                self.rd_polled.store(true, Relaxed);
-            }
-            if mode.write && !self.wr_polled.load(Relaxed) {
-                self.wr_polled.store(true, Relaxed);
-            }
-        }
+        // Register first, then look: a change after the look wakes the table (every wakeup
+        // comes after the change it reports is published).
         if mode.read {
             table.register(file, &self.rd_wait);
         }
@@ -665,6 +684,8 @@ impl Pipe {
         if want == 0 {
             return Ok(0);
         }
+        // Readers take turns, then take the mutex only to claim and to commit.
+        let mut rd = self.rd_mutex.lock();
         let mut inner = self.inner.lock();
         self.stats.reads.add_locked(1);
         // Set once this reader has slept: it was woken exclusively, so if data is left after
@@ -676,31 +697,10 @@ impl Pipe {
             let ahead = inner.ring_ahead();
             if ahead > 0 {
                 // The ring's bytes up to the first waiting writer's, if any.
-                let want_ring = want.min(ahead);
-                let before = inner.ring.room();
-                // When this read empties the ring, the writers may be woken before the copy
-                // (`wakes_early`); otherwise they are woken after it, as in fs/pipe.c. A
-                // faulting copy frees less room than foreseen; a woken writer that then finds
-                // too little passes the wakeup on or waits again (`write`).
-                let early = self.wakes_early(want_ring >= inner.ring.len(), &self.wr_polled);
-                if early {
-                    let after = before + want_ring;
-                    let wake = inner.writers_to_wake(before, after, self.atomic_max);
-                    self.wake_writers(wake, false);
-                }
-                let mut copied = inner.ring.read_into(dst, want_ring);
-                self.publish_queued(&inner);
-                self.stats.bytes_read.add_locked(copied as u64);
-                // Once somebody polls for room, the wakeup comes now, after the copy. A poller
-                // that registered during the copy needs one only if the room just became
-                // writable; only then is the (costly) ordering with its registration needed.
-                let after = inner.ring.room();
-                let became_writable =
-                    !writable(before, self.atomic_max) && writable(after, self.atomic_max);
-                if !early || (became_writable && self.polled_since_publish(&self.wr_polled)) {
-                    wake_writers = inner.writers_to_wake(before, after, self.atomic_max);
-                }
-                if copied == want_ring && copied < want {
+                let mut copied;
+                let faulted;
+                (inner, copied, faulted, wake_writers) = self.read_ring(inner, dst, want);
+                if !faulted && copied < want {
                     copied += self.take_offers(&mut inner, dst, want - copied);
                 }
                 break if copied == 0 { Err(EFAULT) } else { Ok(copied) };
@@ -716,6 +716,11 @@ impl Pipe {
                 self.stats.eagain.add(1);
                 break Err(EAGAIN);
             }
+            if self.cpus > 1 && inner.ring.write_claim_fills() {
+                // A writer is filling the ring: wait for its copy rather than sleep.
+                (rd, inner) = self.await_turn((rd, inner), &self.wr_mutex);
+                continue;
+            }
             let budget = inner.handoffs.pin_budget();
             if self.capacity == 0 && budget > 0 {
                 // Wait with the buffer pinned, for a writer to fill. Memory with nothing to pin
@@ -726,7 +731,7 @@ impl Pipe {
                 if let Ok(Some(pages)) = PinnedPages::from_dest(dst, max) {
                     if pages.len() > 0 {
                         let result;
-                        (inner, result) = self.read_into_slot(inner, pages);
+                        ((rd, inner), result) = self.read_into_slot((rd, inner), pages);
                         break result;
                     }
                 }
@@ -738,7 +743,7 @@ impl Pipe {
             stats.reader_sleeps.add_locked(1);
             stats.readers_asleep.inc_locked();
             let signal;
-            (inner, signal) = self.rd_wait.wait(inner, Sleep::Exclusive);
+            ((rd, inner), signal) = self.rd_wait.wait((rd, inner), Sleep::Exclusive);
             stats.readers_asleep.dec_locked();
             if signal {
                 // A signal ended the wait. If a writer's wakeup had picked this reader, it
@@ -755,12 +760,118 @@ impl Pipe {
         };
         let wake_next_reader = woken && inner.readable();
         drop(inner);
+        drop(rd);
         self.wake_writers(wake_writers, self.sync_wakeups());
         if wake_next_reader {
             self.rd_wait.wake_one_sync(POLLIN);
         }
         self.fasync_writers.kill(POLL_OUT);
         result
+    }
+
+    /// Copies the ring's bytes into `dst`, up to `want` of them, those there ahead of any
+    /// offer: the reader's part of [`Pipe::read`], with its turn (`rd_mutex`) held. When they
+    /// were whole chunks, it goes on with bytes that arrived while it copied, as fs/pipe.c's
+    /// `pipe_read` does with any.
+    ///
+    /// The copy runs without the mutex, under a claim on the bytes ([`crate::claim`]), so a
+    /// writer may fill the ring's room meanwhile. On several CPUs it goes a [`RING_CHUNK`] at
+    /// a time, each committed before the next, and the writers that the room left by a chunk
+    /// lets write are woken at once, to fill it while this reader copies on. Returns the
+    /// guard, the bytes copied, whether `dst` faulted, and the writers to wake for the room
+    /// left by the last chunk, once the mutex is dropped.
+    fn read_ring<'a>(
+        &self,
+        mut inner: MutexGuard<'a, PipeInner>,
+        dst: &mut IovIterDest<'_>,
+        want: usize,
+    ) -> (MutexGuard<'a, PipeInner>, usize, bool, Wake) {
+        let lock = inner.lock_ref();
+        let mut copied = 0;
+        let mut wake = Wake::Nobody;
+        // The bytes there at the start; more are taken only while the copies go in whole
+        // chunks, a stream of large writes.
+        let mut n = inner.ring_ahead().min(want);
+        loop {
+            if copied == n && copied % self.chunk == 0 {
+                n = (copied + inner.ring_ahead()).min(want);
+            }
+            let chunk = (n - copied).min(self.chunk);
+            if chunk == 0 {
+                return (inner, copied, false, wake);
+            }
+            if wake != Wake::Nobody {
+                // The room the last chunk left, for writers to fill while this one is copied.
+                drop(inner);
+                self.wake_writers(core::mem::replace(&mut wake, Wake::Nobody), false);
+                inner = lock.lock();
+                continue;
+            }
+            // Readers take turns (`rd_mutex`): no other read claim can be out.
+            let Ok(claim) = inner.ring.claim_read(chunk) else {
+                return (inner, copied, true, wake);
+            };
+            if self.cpus > 1 && chunk == inner.ring.len() {
+                // This read empties the ring and will have nothing to do until a writer has
+                // run: wake the writers its room lets write now, so that their wake-up runs
+                // while it copies (`write` has them wait for the copy, not sleep again).
+                let (before, after) = (inner.ring.room(), inner.ring.capacity());
+                match writers_to_wake(before, after, self.atomic_max, inner.min_need) {
+                    Wake::Nobody => {}
+                    Wake::One => self.wr_wait.wake_one(SLEEPERS),
+                    Wake::All => self.wr_wait.wake_all(SLEEPERS),
+                }
+            }
+            let got;
+            (inner, got) = self.copy_claimed(inner, chunk, || {
+                claim.copy_with(|seg| dst.copy_to_iter(seg))
+            });
+            let before = inner.ring.room();
+            inner.ring.consume(claim, got);
+            self.publish_queued(&inner);
+            self.stats.bytes_read.add_locked(got as u64);
+            copied += got;
+            // A faulting copy frees less room than foreseen; a woken writer that then finds too
+            // little passes the wakeup on or waits again (`write`).
+            let after = inner.ring.room();
+            wake = inner.writers_to_wake(before, after, self.atomic_max);
+            if got < chunk {
+                return (inner, copied, true, wake);
+            }
+        }
+    }
+
+    /// Runs `copy`, a copy of `bytes` bytes under a claim, without the mutex, unless it is
+    /// smaller than `unlocked_min`: for a few bytes, dropping the mutex and taking it again
+    /// costs more than the other side could do meanwhile. Returns the guard and what `copy`
+    /// returned.
+    fn copy_claimed<'a>(
+        &self,
+        inner: MutexGuard<'a, PipeInner>,
+        bytes: usize,
+        copy: impl FnOnce() -> usize,
+    ) -> (MutexGuard<'a, PipeInner>, usize) {
+        if bytes < self.unlocked_min {
+            return (inner, copy());
+        }
+        let lock = inner.lock_ref();
+        drop(inner);
+        let copied = copy();
+        (lock.lock(), copied)
+    }
+
+    /// Waits until the other side's turn ends (`other`: its `rd_mutex` or `wr_mutex`), with
+    /// none of this side's locks held, then takes them again.
+    ///
+    /// A reader (writer) that finds the whole ring claimed by a writer filling it (a reader
+    /// emptying it) waits this way rather than sleep again: the copier gives up its turn as
+    /// soon as its copy is committed, and the mutex spins while its owner runs, so the wait
+    /// overlaps the copy. Nothing of this side is held meanwhile, so the two sides never wait
+    /// for each other.
+    fn await_turn<'a>(&self, held: Locked<'a>, other: &Mutex<()>) -> Locked<'a> {
+        let locks = held.unlock();
+        drop(other.lock());
+        Locked::relock(locks)
     }
 
     /// Takes up to `max` bytes that waiting writers offer, in order, into `dst`, as long as no
@@ -787,12 +898,12 @@ impl Pipe {
     /// happened.
     fn read_into_slot<'a>(
         &self,
-        mut inner: MutexGuard<'a, PipeInner>,
+        (mut rd, mut inner): Locked<'a>,
         pages: PinnedPages,
-    ) -> (MutexGuard<'a, PipeInner>, Result<usize>) {
+    ) -> (Locked<'a>, Result<usize>) {
         let ticket = match inner.handoffs.open_slot(pages, current_task()) {
             Ok(ticket) => ticket,
-            Err(e) => return (inner, Err(e)),
+            Err(e) => return ((rd, inner), Err(e)),
         };
         self.publish_handoffs(&inner);
         // A write would go in now: tell writers that poll, or asked for SIGIO.
@@ -805,7 +916,7 @@ impl Pipe {
             stats.reader_sleeps.add_locked(1);
             // Shared: a writer wakes this reader by name, once it has filled some of its slot.
             let signal;
-            (inner, signal) = self.rd_wait.wait(inner, Sleep::Shared);
+            ((rd, inner), signal) = self.rd_wait.wait((rd, inner), Sleep::Shared);
             if signal || inner.handoffs.slot_filled(&ticket) > 0 || inner.writers == 0 {
                 break signal;
             }
@@ -818,7 +929,7 @@ impl Pipe {
             0 if signal => Err(ERESTARTSYS),
             filled => Ok(filled),
         };
-        (inner, result)
+        ((rd, inner), result)
     }
 
     /// Writes from `src` (fs/pipe.c: `pipe_write`).
@@ -848,13 +959,15 @@ impl Pipe {
         }
         let need = write_needs(total, self.atomic_max);
         let mut written = 0;
+        // Writers take turns, then take the mutex only to claim and to commit.
+        let mut wr = self.wr_mutex.lock();
         let mut inner = self.inner.lock();
         self.stats.writes.add_locked(1);
         // Set once this writer has slept: it was woken exclusively (or by a signal, which may
         // have taken a wakeup meant for it), so it passes the wakeup on when it leaves room that
         // another writer could use (fs/pipe.c: `wake_next_writer`).
         let mut woken = false;
-        // Readers to wake once the bytes are in and the mutex dropped, because somebody polls.
+        // Readers to wake once the bytes are in and the mutex dropped.
         let mut wake_readers = false;
         let result = loop {
             if inner.readers == 0 {
@@ -863,24 +976,13 @@ impl Pipe {
             }
             let room = inner.ring.room();
             if room >= need {
-                let want = total - written;
-                let wake = write_wakes_readers(
-                    inner.ring.is_empty(),
-                    self.pseudo_edgetrigger.load(Relaxed),
-                );
-                // When this write fills the ring, the reader may be woken before the copy
-                // (`wakes_early`); otherwise it is woken after it, as in fs/pipe.c.
-                let early = self.wakes_early(want >= room, &self.rd_polled);
-                if wake && early {
-                    self.rd_wait.wake_one(POLLIN);
-                }
-                let copied = inner.ring.write_from(src, want);
-                self.publish_queued(&inner);
-                self.stats.bytes_written.add_locked(copied as u64);
-                self.stats.peak_queued.max_locked(inner.ring.len() as u64);
-                wake_readers |= wake && (!early || self.polled_since_publish(&self.rd_polled));
+                // All of an atomic write fits (`need`); a larger one takes what room there is.
+                let n = (total - written).min(room);
+                let (copied, wake);
+                (inner, copied, wake) = self.write_ring(inner, src, n);
+                wake_readers |= wake;
                 written += copied;
-                if copied < want.min(room) {
+                if copied < n {
                     // `src` faulted: keep what arrived, report it (or the fault).
                     break count_or(written, EFAULT);
                 }
@@ -892,6 +994,11 @@ impl Pipe {
             if nonblock {
                 self.stats.eagain.add(u64::from(written == 0));
                 break count_or(written, EAGAIN);
+            }
+            if self.cpus > 1 && inner.ring.read_claim_empties() {
+                // A reader is emptying the ring: wait for its copy rather than sleep.
+                (wr, inner) = self.await_turn((wr, inner), &self.rd_mutex);
+                continue;
             }
             // About to sleep for room. Readers that poll hear of the bytes now, not once the
             // write is done, which may be never if they are the ones to make room; so do the
@@ -911,7 +1018,7 @@ impl Pipe {
             stats.writer_sleeps.add_locked(1);
             stats.writers_asleep.inc_locked();
             let signal;
-            (inner, signal) = self.wr_wait.wait(inner, Sleep::Exclusive);
+            ((wr, inner), signal) = self.wr_wait.wait((wr, inner), Sleep::Exclusive);
             stats.writers_asleep.dec_locked();
             woken = true;
             if signal {
@@ -924,12 +1031,72 @@ impl Pipe {
             Wake::Nobody
         };
         drop(inner);
+        drop(wr);
         if wake_readers {
             self.wake_reader(self.sync_wakeups());
         }
         self.fasync_readers.kill(POLL_IN);
         self.wake_writers(wake_next_writer, true);
         result
+    }
+
+    /// Copies `n` bytes from `src` into the ring, `n` being at most its room now: the writer's
+    /// part of [`Pipe::write`], with its turn (`wr_mutex`) held.
+    ///
+    /// The copy runs without the mutex, under a claim on the room ([`crate::claim`]), so a
+    /// reader may take the ring's bytes meanwhile; readers see none of it before it is
+    /// committed. On several CPUs a copy of more than [`RING_CHUNK`] bytes (never an atomic
+    /// write) goes a chunk at a time, and the readers a chunk lets read are woken at once, to
+    /// take it while this writer copies on. Returns the guard, the bytes copied (fewer than `n`
+    /// if `src` faulted), and whether readers are to be woken for the last chunk, once the
+    /// mutex is dropped: when the ring was empty as the chunk went in (fs/pipe.c's
+    /// `was_empty`, looked at when the bytes go in, for the ring may have emptied during the
+    /// copy), or for an `EPOLLET` poller.
+    fn write_ring<'a>(
+        &self,
+        mut inner: MutexGuard<'a, PipeInner>,
+        src: &mut IovIterSource<'_>,
+        n: usize,
+    ) -> (MutexGuard<'a, PipeInner>, usize, bool) {
+        let lock = inner.lock_ref();
+        let mut copied = 0;
+        loop {
+            let chunk = (n - copied).min(self.chunk);
+            // Writers take turns (`wr_mutex`): no other write claim can be out.
+            let Ok(mut claim) = inner.ring.claim_write(chunk) else {
+                return (inner, copied, false);
+            };
+            if self.cpus > 1 && chunk == claim.len() && chunk == inner.ring.room() {
+                // This copy fills the ring, and this writer will have nothing to do until a
+                // reader has run: if the ring is empty, readers may be asleep; wake one now, so
+                // that its wake-up runs while this copies (`read` has it wait for the copy).
+                if inner.ring.is_empty() {
+                    self.rd_wait.wake_one(SLEEPERS);
+                }
+            }
+            let got;
+            (inner, got) = self.copy_claimed(inner, chunk, || {
+                claim.copy_with(|seg| src.copy_from_iter(seg))
+            });
+            let wake = got > 0
+                && write_wakes_readers(
+                    inner.ring.is_empty(),
+                    self.pseudo_edgetrigger.load(Relaxed),
+                );
+            inner.ring.commit(claim, got);
+            self.publish_queued(&inner);
+            self.stats.bytes_written.add_locked(got as u64);
+            self.stats.peak_queued.max_locked(inner.ring.len() as u64);
+            copied += got;
+            if got < chunk || copied == n {
+                return (inner, copied, wake);
+            }
+            if wake {
+                drop(inner);
+                self.wake_reader(false);
+                inner = lock.lock();
+            }
+        }
     }
 
     /// Writes from `src` and waits until readers have taken every byte ([`crate::handoff`]):
@@ -953,6 +1120,9 @@ impl Pipe {
     ) -> Result<usize> {
         let total = src.len();
         let mut written = 0;
+        // The writers' turn: no buffered write is halfway into the ring while this one finds
+        // where in the stream its bytes go.
+        let mut wr = self.wr_mutex.lock();
         let mut inner = self.inner.lock();
         let stats = &self.stats;
         stats.writes.add_locked(1);
@@ -1008,7 +1178,7 @@ impl Pipe {
                 stats.writes_slept.add_locked(1);
             }
             let signal;
-            (inner, signal) = self.wait_for_takers(inner, &ticket);
+            ((wr, inner), signal) = self.wait_for_takers((wr, inner), &ticket);
             let (taken, len) = inner.handoffs.offer_progress(&ticket);
             if taken < len && total <= self.atomic_max && written + taken > 0 {
                 // An atomic write that readers have begun to take is not cut short: the rest
@@ -1032,6 +1202,7 @@ impl Pipe {
             // All taken: go on with the rest. Or the last reader left: see above.
         };
         drop(inner);
+        drop(wr);
         result
     }
 
@@ -1039,23 +1210,23 @@ impl Pipe {
     /// a signal came. Returns the guard and whether a signal is pending.
     fn wait_for_takers<'a>(
         &self,
-        mut inner: MutexGuard<'a, PipeInner>,
+        (mut wr, mut inner): Locked<'a>,
         ticket: &Ticket,
-    ) -> (MutexGuard<'a, PipeInner>, bool) {
+    ) -> (Locked<'a>, bool) {
         let stats = &self.stats;
         stats.writers_asleep.inc_locked();
         let signal = loop {
             stats.writer_sleeps.add_locked(1);
             // Shared: the reader that takes the last byte wakes this writer by name.
             let signal;
-            (inner, signal) = self.wr_wait.wait(inner, Sleep::Shared);
+            ((wr, inner), signal) = self.wr_wait.wait((wr, inner), Sleep::Shared);
             let (taken, len) = inner.handoffs.offer_progress(ticket);
             if signal || taken == len || inner.readers == 0 {
                 break signal;
             }
         };
         stats.writers_asleep.dec_locked();
-        (inner, signal)
+        ((wr, inner), signal)
     }
 
     /// Whether a splice out of the pipe that must not wait (`SPLICE_F_NONBLOCK`) has to fail
@@ -1395,17 +1566,6 @@ mod tests {
             }
             m.settle();
         }
-    }
-
-    #[test]
-    fn early_wakeups_only_on_smp_at_the_end_of_a_turn_and_unpolled() {
-        assert!(wake_early(true, true, false));
-        // One CPU: the woken task could only preempt the copy.
-        assert!(!wake_early(false, true, false));
-        // The waker goes on (room left, or data left): wake after the copy.
-        assert!(!wake_early(true, false, false));
-        // A poller must see the new state when woken.
-        assert!(!wake_early(true, true, true));
     }
 
     /// An `O_DSYNC` writer's offer takes its place in the stream behind the bytes queued

@@ -8,30 +8,46 @@
 //! disagree with itself. Every copy touches at most two contiguous segments: up to the end of the
 //! array, then from its start.
 //!
+//! A copy is claimed, made, and then committed: a reader claims queued bytes from `tail`
+//! ([`Ring::claim_read`]), copies them out, and [`Ring::consume`]s what it copied; a writer
+//! claims free space from the write position ([`Ring::claim_write`]), copies into it, and
+//! [`Ring::commit`]s what it copied. The claims are what let [`crate::pipe`] copy without its
+//! mutex, one reader and one writer at once ([`crate::claim`]): between claim and commit the
+//! indices change only on the other side's behalf, and the write position does not move.
+//!
 //! The ring knows nothing about locking or waiting; [`crate::pipe`] holds it under a mutex.
 
-use kernel::{
-    alloc::KVVec,
-    iov::{
-        IovIterDest,
-        IovIterSource, //
-    },
-    prelude::*,
+use crate::claim::{
+    ReadClaim,
+    Storage,
+    WriteClaim, //
 };
+#[cfg(CONFIG_KUNIT = "y")]
+use kernel::iov::{
+    IovIterDest,
+    IovIterSource, //
+};
+use kernel::prelude::*;
 
 /// A fixed-capacity byte ring.
 ///
 /// # Invariants
 ///
-/// `len <= buf.len()`, and `tail < buf.len()` (or `tail == 0` for a ring of capacity 0, which a
-/// rendezvous pipe has: it never holds a byte).
+/// `len <= capacity`, and `tail < capacity` (or `tail == 0` for a ring of capacity 0, which a
+/// rendezvous pipe has: it never holds a byte). While a write claim is out, `tail + len` (the
+/// write position) does not move.
+///
+/// What every read and write changes comes first, in 32 bits where it fits (the capacity does:
+/// [`Storage`]): a [`crate::pipe`] puts the ring right after its mutex, and this way the
+/// indices, the capacity and the claims share the mutex's cache line ([`crate::cacheline`]).
+#[repr(C)]
 pub(crate) struct Ring {
-    buf: KVVec<u8>,
-    tail: usize,
-    len: usize,
+    tail: u32,
+    len: u32,
     /// Bytes ever read out of the ring (wrapping): with [`Ring::len`], a position in the stream
     /// of bytes that went through it.
     read_total: u64,
+    buf: Storage,
 }
 
 impl Ring {
@@ -39,10 +55,10 @@ impl Ring {
     /// ever be read back). A ring of capacity 0 is always empty and always full.
     pub(crate) fn new(capacity: usize) -> Result<Self> {
         Ok(Self {
-            buf: KVVec::from_elem(0u8, capacity, GFP_KERNEL)?,
             tail: 0,
             len: 0,
             read_total: 0,
+            buf: Storage::new(capacity)?,
         })
     }
 
@@ -53,98 +69,126 @@ impl Ring {
 
     /// The capacity in bytes, fixed at creation.
     pub(crate) fn capacity(&self) -> usize {
-        self.buf.len()
+        self.buf.capacity()
     }
 
     /// Bytes queued for readers.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     /// Bytes a writer could add now.
     pub(crate) fn room(&self) -> usize {
-        self.capacity() - self.len
+        self.capacity() - self.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// Forgets every queued byte, as a FIFO frees its buffers when the last user leaves.
+    /// Forgets every queued byte, as a FIFO frees its buffers when the last user leaves (when
+    /// nobody copies: nobody has the pipe open).
     pub(crate) fn clear(&mut self) {
-        self.tail = 0;
+        debug_assert!(!self.buf.claimed());
         self.len = 0;
-    }
-
-    /// The queued bytes as at most two slices, oldest first, no more than `max` bytes in all.
-    fn filled(&self, max: usize) -> (&[u8], &[u8]) {
-        let n = max.min(self.len);
-        let first = n.min(self.capacity() - self.tail);
-        (
-            &self.buf[self.tail..self.tail + first],
-            &self.buf[..n - first],
-        )
-    }
-
-    /// The free space as at most two slices, in the order writes fill it, no more than `max`
-    /// bytes in all.
-    fn free(&mut self, max: usize) -> (&mut [u8], &mut [u8]) {
-        let n = max.min(self.room());
-        let cap = self.capacity();
-        // The write position: `tail + len` wrapped once, without an overflowing sum.
-        let head = if self.len < cap - self.tail {
-            self.tail + self.len
-        } else {
-            self.len - (cap - self.tail)
-        };
-        let first = n.min(cap - head);
-        let (front, back) = self.buf.split_at_mut(head);
-        (&mut back[..first], &mut front[..n - first])
-    }
-
-    /// Drops `n` bytes from the front: they have been read.
-    fn consume(&mut self, n: usize) {
-        debug_assert!(n <= self.len);
-        let to_end = self.capacity() - self.tail;
-        self.tail = if n < to_end {
-            self.tail + n
-        } else {
-            n - to_end
-        };
-        self.len -= n;
-        self.read_total = self.read_total.wrapping_add(n as u64);
-        if self.len == 0 {
-            // Start the next writes at the front: fewer copies are split in two.
+        if !self.buf.claimed() {
             self.tail = 0;
         }
+    }
+
+    /// The write position: `tail + len` wrapped once, without an overflowing sum.
+    fn head(&self) -> usize {
+        let (cap, tail, len) = (self.capacity(), self.tail(), self.len());
+        if len < cap - tail {
+            tail + len
+        } else {
+            len - (cap - tail)
+        }
+    }
+
+    /// Where the next read starts.
+    fn tail(&self) -> usize {
+        self.tail as usize
+    }
+
+    /// Claims up to `max` queued bytes, oldest first, for a copy out. Fails only if a read
+    /// claim is already out (`EBUSY`): readers take turns.
+    pub(crate) fn claim_read(&mut self, max: usize) -> Result<ReadClaim> {
+        self.buf.claim_read(self.tail(), max.min(self.len()))
+    }
+
+    /// Hands back a read claim, of which the first `n` bytes were copied out: they leave the
+    /// ring, the rest stay queued.
+    pub(crate) fn consume(&mut self, claim: ReadClaim, n: usize) {
+        let n = n.min(claim.len());
+        let start = self.buf.end_read(claim);
+        debug_assert!(n == 0 || start == self.tail());
+        let to_end = self.capacity() - self.tail();
+        // Both below the capacity, which fits in 32 bits.
+        self.tail = if n < to_end {
+            self.tail() + n
+        } else {
+            n - to_end
+        } as u32;
+        self.len -= n as u32;
+        self.read_total = self.read_total.wrapping_add(n as u64);
+        if self.len == 0 && !self.buf.claimed() {
+            // Start the next writes at the front: fewer copies are split in two. (Not while a
+            // writer copies: its bytes go where the write position was.)
+            self.tail = 0;
+        }
+    }
+
+    /// Claims up to `max` bytes of free space, in the order writes fill it, for a copy in.
+    /// Fails only if a write claim is already out (`EBUSY`): writers take turns.
+    pub(crate) fn claim_write(&mut self, max: usize) -> Result<WriteClaim> {
+        self.buf.claim_write(self.head(), max.min(self.room()))
+    }
+
+    /// Whether a writer is copying into all of the ring's room, without the mutex.
+    pub(crate) fn write_claim_fills(&self) -> bool {
+        let claimed = self.buf.write_len();
+        claimed > 0 && claimed == self.room()
+    }
+
+    /// Whether a reader is copying all of the ring's bytes out, without the mutex.
+    pub(crate) fn read_claim_empties(&self) -> bool {
+        let claimed = self.buf.read_len();
+        claimed > 0 && claimed == self.len()
+    }
+
+    /// Hands back a write claim, of which the first `n` bytes were filled: they are queued.
+    pub(crate) fn commit(&mut self, claim: WriteClaim, n: usize) {
+        let n = n.min(claim.len());
+        let start = self.buf.end_write(claim);
+        debug_assert!(n == 0 || start == self.head());
+        // At most the room, so the length stays at most the capacity.
+        self.len += n as u32;
     }
 
     /// Takes up to `max` queued bytes out through `copy`, which is handed the queued bytes as
     /// at most two segments, oldest first, and returns how many bytes of each it took; a short
     /// copy (a fault) ends it there. Returns how many bytes left the ring.
-    fn pop_with(&mut self, max: usize, mut copy: impl FnMut(&[u8]) -> usize) -> usize {
-        let copied = {
-            let (a, b) = self.filled(max);
-            let mut copied = copy(a);
-            if copied == a.len() && !b.is_empty() {
-                copied += copy(b);
-            }
-            copied
+    #[cfg(CONFIG_KUNIT = "y")]
+    fn pop_with(&mut self, max: usize, copy: impl FnMut(&[u8]) -> usize) -> usize {
+        let Ok(claim) = self.claim_read(max) else {
+            return 0;
         };
-        self.consume(copied);
+        let copied = claim.copy_with(copy);
+        self.consume(claim, copied);
         copied
     }
 
     /// Adds up to `max` bytes through `copy`, which is handed the free space as at most two
     /// segments, in order, and returns how many bytes it filled in each; a short copy ends it
     /// there. Returns how many bytes were queued.
-    fn push_with(&mut self, max: usize, mut copy: impl FnMut(&mut [u8]) -> usize) -> usize {
-        let (a, b) = self.free(max);
-        let mut copied = copy(a);
-        if copied == a.len() && !b.is_empty() {
-            copied += copy(b);
-        }
-        self.len += copied;
+    #[cfg(CONFIG_KUNIT = "y")]
+    fn push_with(&mut self, max: usize, copy: impl FnMut(&mut [u8]) -> usize) -> usize {
+        let Ok(mut claim) = self.claim_write(max) else {
+            return 0;
+        };
+        let copied = claim.copy_with(copy);
+        self.commit(claim, copied);
         copied
     }
 
@@ -152,6 +196,7 @@ impl Ring {
     ///
     /// Returns how many bytes moved. Fewer than asked means `dst` faulted or is full; the bytes
     /// that did not reach `dst` stay queued.
+    #[cfg(CONFIG_KUNIT = "y")]
     pub(crate) fn read_into(&mut self, dst: &mut IovIterDest<'_>, max: usize) -> usize {
         self.pop_with(max, |seg| dst.copy_to_iter(seg))
     }
@@ -160,6 +205,7 @@ impl Ring {
     ///
     /// Returns how many bytes moved. Fewer than asked means `src` faulted or ran out; only the
     /// bytes that arrived are queued.
+    #[cfg(CONFIG_KUNIT = "y")]
     pub(crate) fn write_from(&mut self, src: &mut IovIterSource<'_>, max: usize) -> usize {
         self.push_with(max, |seg| src.copy_from_iter(seg))
     }
@@ -183,12 +229,19 @@ mod tests {
     /// byte read from outside the queued ones shows.
     fn set(ring: &mut Ring, tail: usize, queued: &[u8]) {
         let cap = ring.capacity();
-        ring.buf.fill(0xee);
-        for (i, &b) in queued.iter().enumerate() {
-            ring.buf[(tail + i) % cap] = b;
-        }
-        ring.tail = tail;
-        ring.len = queued.len();
+        ring.clear();
+        // The whole array, in one claim from 0.
+        let mut claim = ring.claim_write(cap).unwrap();
+        claim.copy_with(|all| {
+            all.fill(0xee);
+            for (i, &b) in queued.iter().enumerate() {
+                all[(tail + i) % cap] = b;
+            }
+            all.len()
+        });
+        ring.buf.end_write(claim);
+        ring.tail = tail as u32;
+        ring.len = queued.len() as u32;
     }
 
     /// Every capacity up to 8, every start position, every fill, every length and every limit:
@@ -375,6 +428,45 @@ mod tests {
         });
         assert_eq!(copied, 2);
         assert_eq!(ring.len(), 2);
+    }
+
+    /// A reader and a writer with claims out at once, as when both copy without the mutex: the
+    /// reader empties the ring while the writer fills, and the writer's bytes land where its
+    /// claim said, after the reader's.
+    #[test]
+    fn claims_from_both_sides_at_once() {
+        let mut ring = Ring::new(8).unwrap();
+        push(&mut ring, b"012345");
+        pop(&mut ring, 3);
+        // Queued "345" at 3..6; the writer claims 6, 7, 0, 1, 2.
+        let mut w = ring.claim_write(100).unwrap();
+        assert_eq!(w.len(), 5);
+        let r = ring.claim_read(100).unwrap();
+        assert_eq!(r.len(), 3);
+        let mut out = KVec::new();
+        assert_eq!(
+            r.copy_with(|seg| {
+                out.extend_from_slice(seg, GFP_KERNEL).unwrap();
+                seg.len()
+            }),
+            3
+        );
+        // The ring empties with the write claim out: the read position must stay put.
+        ring.consume(r, 3);
+        assert!(ring.is_empty());
+        let mut data = b"abcde".iter();
+        assert_eq!(
+            w.copy_with(|seg| {
+                seg.iter_mut().for_each(|b| *b = *data.next().unwrap());
+                seg.len()
+            }),
+            5
+        );
+        ring.commit(w, 5);
+        assert_eq!(out.as_slice(), b"345");
+        let (got, segs) = pop(&mut ring, 100);
+        assert_eq!(got.as_slice(), b"abcde");
+        assert_eq!(segs, 2);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! `eagain`, which the splice paths bump without the mutex, and the wakeups, which
 //! [`crate::wait::WaitQueue`] counts at every wake call (whether or not it finds a sleeper).
 
+use crate::cacheline::CacheLine;
 use core::fmt;
 use kernel::{
     prelude::*,
@@ -54,55 +55,69 @@ impl Counter {
 }
 
 /// A pipe's counters, since the module was loaded.
+///
+/// In three cache lines: what writes update, what reads update, and the rest, so that a writer
+/// and a reader on two CPUs do not pull one line back and forth for counters that each writes
+/// alone ([`crate::cacheline`]).
+#[repr(C)]
 pub(crate) struct Stats {
-    /// Bytes that writes queued, and that reads took.
+    _writes_line: CacheLine,
+    /// Bytes that writes queued.
     pub(crate) bytes_written: Counter,
-    pub(crate) bytes_read: Counter,
-    /// write and read calls (each `write`, `writev`, io_uring write, splice or sendfile chunk),
-    /// whatever they returned.
+    /// write calls (each `write`, `writev`, io_uring write, splice or sendfile chunk), whatever
+    /// they returned.
     pub(crate) writes: Counter,
-    pub(crate) reads: Counter,
-    /// Write (read) calls that slept at least once, and how many times writers (readers) went
-    /// to sleep in all.
+    /// Write calls that slept at least once, and how many times writers went to sleep in all.
     pub(crate) writes_slept: Counter,
     pub(crate) writer_sleeps: Counter,
+    /// The most bytes ever queued at once.
+    pub(crate) peak_queued: Counter,
+    /// Writes that waited for readers to take their bytes: at `capacity=0`, and `O_DSYNC`.
+    pub(crate) sync_writes: Counter,
+    /// Writers asleep in write now.
+    pub(crate) writers_asleep: Gauge,
+    _reads_line: CacheLine,
+    /// Bytes that reads took.
+    pub(crate) bytes_read: Counter,
+    /// read calls, as `writes`.
+    pub(crate) reads: Counter,
+    /// Read calls that slept at least once, and how many times readers went to sleep in all.
     pub(crate) reads_slept: Counter,
     pub(crate) reader_sleeps: Counter,
+    /// Readers asleep in read now.
+    pub(crate) readers_asleep: Gauge,
+    _rest_line: CacheLine,
     /// Reads, writes and splices that returned `EAGAIN` (bumped with [`Counter::add`]: the
     /// splice checks run without the mutex).
     pub(crate) eagain: Counter,
     /// Opens that waited for a partner.
     pub(crate) open_waits: Counter,
-    /// The most bytes ever queued at once.
-    pub(crate) peak_queued: Counter,
     /// Bytes that went straight from a writer's buffer to a reader's, with one copy
     /// ([`crate::handoff`]): into a reader's pinned pages, or out of a writer's.
     pub(crate) bytes_direct: Counter,
-    /// Writes that waited for readers to take their bytes: at `capacity=0`, and `O_DSYNC`.
-    pub(crate) sync_writes: Counter,
-    /// Readers (writers) asleep in read (write) now.
-    pub(crate) readers_asleep: Gauge,
-    pub(crate) writers_asleep: Gauge,
 }
 
 impl Stats {
     pub(crate) const fn new() -> Self {
         Self {
+            _writes_line: CacheLine::new(),
             bytes_written: Counter::new(),
-            bytes_read: Counter::new(),
             writes: Counter::new(),
-            reads: Counter::new(),
             writes_slept: Counter::new(),
             writer_sleeps: Counter::new(),
+            peak_queued: Counter::new(),
+            sync_writes: Counter::new(),
+            writers_asleep: Gauge::new(),
+            _reads_line: CacheLine::new(),
+            bytes_read: Counter::new(),
+            reads: Counter::new(),
             reads_slept: Counter::new(),
             reader_sleeps: Counter::new(),
+            readers_asleep: Gauge::new(),
+            _rest_line: CacheLine::new(),
             eagain: Counter::new(),
             open_waits: Counter::new(),
-            peak_queued: Counter::new(),
             bytes_direct: Counter::new(),
-            sync_writes: Counter::new(),
-            readers_asleep: Gauge::new(),
-            writers_asleep: Gauge::new(),
         }
     }
 }

@@ -30,6 +30,7 @@ use kernel::{
             Relaxed, //
         },
         LockClassKey,
+        Mutex,
         MutexGuard, //
     },
     task::TASK_INTERRUPTIBLE,
@@ -72,6 +73,42 @@ unsafe impl Send for WaitQueue {}
 // SAFETY: As for `Send`: every operation takes the queue's spinlock.
 unsafe impl Sync for WaitQueue {}
 
+/// Mutex guards that [`WaitQueue::wait`] releases while it sleeps: one, or an outer and an
+/// inner one, released inner first and taken again outer first, in the order they nest.
+pub(crate) trait Held: Sized {
+    /// What takes the locks again.
+    type Locks;
+    /// Releases the locks.
+    fn unlock(self) -> Self::Locks;
+    /// Takes the locks again.
+    fn relock(locks: Self::Locks) -> Self;
+}
+
+impl<'a, T> Held for MutexGuard<'a, T> {
+    type Locks = &'a Mutex<T>;
+    fn unlock(self) -> Self::Locks {
+        self.lock_ref()
+    }
+    fn relock(lock: Self::Locks) -> Self {
+        lock.lock()
+    }
+}
+
+impl<'a, 'b, O, T> Held for (MutexGuard<'b, O>, MutexGuard<'a, T>) {
+    type Locks = (&'b Mutex<O>, &'a Mutex<T>);
+    fn unlock(self) -> Self::Locks {
+        let (outer, inner) = self;
+        let locks = (outer.lock_ref(), inner.lock_ref());
+        drop(inner);
+        drop(outer);
+        locks
+    }
+    fn relock((outer, inner): Self::Locks) -> Self {
+        let outer = outer.lock();
+        (outer, inner.lock())
+    }
+}
+
 /// Whom a sleeper is: one of many that each take a wakeup in turn (readers, writers), or one of
 /// all that a wakeup must reach (opens waiting for a partner).
 #[derive(Clone, Copy)]
@@ -95,18 +132,13 @@ impl WaitQueue {
         })
     }
 
-    /// Releases the mutex that `guard` holds, sleeps (interruptibly) until woken, and takes the
-    /// mutex again. Returns the new guard and whether a signal is pending.
+    /// Releases the mutexes that `held` holds, sleeps (interruptibly) until woken, and takes
+    /// them again. Returns the new guards and whether a signal is pending.
     ///
-    /// The entry goes on the queue before the mutex is released, so a wakeup issued by whoever
-    /// takes the mutex next cannot be missed. Wakeups may also be spurious: the caller rechecks
-    /// its condition.
-    pub(crate) fn wait<'a, T>(
-        &self,
-        guard: MutexGuard<'a, T>,
-        sleep: Sleep,
-    ) -> (MutexGuard<'a, T>, bool) {
-        let lock = guard.lock_ref();
+    /// The entry goes on the queue before the mutexes are released, so a wakeup issued by
+    /// whoever takes them next cannot be missed. Wakeups may also be spurious: the caller
+    /// rechecks its condition.
+    pub(crate) fn wait<H: Held>(&self, held: H, sleep: Sleep) -> (H, bool) {
         let entry = Opaque::<bindings::wait_queue_entry>::uninit();
         // SAFETY: `entry` is valid for writes; `init_wait` makes it an autoremove entry for the
         // current task.
@@ -127,15 +159,15 @@ impl WaitQueue {
                 }
             }
         };
-        drop(guard);
+        let locks = held.unlock();
         // SAFETY: No lock is held, and the task state was set by `prepare_to_wait*`: this
         // sleeps until a wakeup or a signal, or returns at once if either came meanwhile.
         unsafe { bindings::schedule() };
-        let guard = lock.lock();
+        let held = H::relock(locks);
         // SAFETY: `entry` was added to `head` above (or already removed by its wake function);
         // `finish_wait` takes it off the queue if needed and sets the task running again.
         unsafe { bindings::finish_wait(self.head.get(), entry.get()) };
-        (guard, kernel::current!().signal_pending())
+        (held, kernel::current!().signal_pending())
     }
 
     /// Wakes every shared sleeper and poll entry whose events include `key` (all of them for a
@@ -249,13 +281,6 @@ impl<'a> PollTable<'a> {
     pub(crate) fn edge_triggered(&self) -> bool {
         // SAFETY: `table` is NULL or valid (type invariant).
         !self.table.is_null() && unsafe { (*self.table)._key } & EPOLLET != 0
-    }
-
-    /// Whether this poll call will wait, so that it registers on wait queues: false for a NULL
-    /// table or one without a queueing function (`poll_does_not_wait`).
-    pub(crate) fn waits(&self) -> bool {
-        // SAFETY: `table` is NULL or valid (type invariant).
-        !self.table.is_null() && unsafe { (*self.table)._qproc }.is_some()
     }
 
     /// Registers the poller on `queue` (`poll_wait`): the queue's wakeups then reach it.
