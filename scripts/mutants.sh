@@ -106,6 +106,9 @@ m claims_overlap_ignored src/claim.rs 1/1 \
 m tail_reset_under_a_write_claim src/ring.rs 1/1 \
 	'if self.len == 0 && !self.buf.claimed() {' 'if self.len == 0 {' \
 	'kunit:mini_pipe_ring.claims_from_both_sides_at_once'
+m no_turns_on_smp src/pipe.rs 1/1 \
+	'self.smp.then(|| turn.lock())' '(!self.smp).then(|| turn.lock())' \
+	'stress_all_capacities'
 # Rendezvous and O_DSYNC (src/handoff.rs, src/pin.rs, write_sync).
 m slot_reader_not_woken src/handoff.rs 1/1 \
 	'slot.reader.wake_up();' 'core::hint::black_box(&slot.reader);' \

@@ -32,6 +32,10 @@
 //!   its wake-up overlaps the copy;
 //! - the wakeup after a copy is a plain one, not fs/pipe.c's sync one ([`Pipe::sync_wakeups`]).
 //!
+//! On one CPU nothing can run while a copy does, so none of that would help: every copy is made
+//! whole with the mutex held, and the turns, which then guard nothing, are not taken
+//! ([`Pipe::take_turn`]). What is left is fs/pipe.c's design, one mutex and sync wakeups.
+//!
 //! DIFF.md, "Locking" and "Wakeups", has the measurements.
 
 use crate::{
@@ -262,9 +266,9 @@ impl PipeInner {
     }
 }
 
-/// A reader's or a writer's locks: its side's mutex (`rd_mutex` or `wr_mutex`), then the
-/// pipe's.
-type Locked<'a> = (MutexGuard<'a, ()>, MutexGuard<'a, PipeInner>);
+/// A reader's or a writer's locks: its turn, that is its side's mutex (`rd_mutex` or
+/// `wr_mutex`) on several CPUs and nothing on one ([`Pipe::take_turn`]), then the pipe's.
+type Locked<'a> = (Option<MutexGuard<'a, ()>>, MutexGuard<'a, PipeInner>);
 
 /// What poll, `FIONREAD` and fdinfo read without the mutex, as `pipe_poll` reads `head_tail`,
 /// `readers`, `writers` and `w_counter` with `READ_ONCE`.
@@ -325,15 +329,11 @@ pub(crate) struct Pipe {
     /// Writes of at most this many bytes are atomic: `PIPE_BUF`, or the capacity if smaller.
     /// It is also the room poll waits for before it reports a writer may write.
     atomic_max: usize,
-    /// The most a ring copy moves before it is committed and the other side woken:
-    /// [`RING_CHUNK`] with several CPUs, everything with one (nothing could run meanwhile).
-    chunk: usize,
-    /// Ring copies of this many bytes or more drop the mutex: [`UNLOCKED_COPY_MIN`] with
-    /// several CPUs, none with one (nothing could use the mutex meanwhile).
-    unlocked_min: usize,
-    /// The CPUs the kernel may run (`nr_cpu_ids`): with one, wakeups are sync ones
-    /// ([`Pipe::sync_wakeups`]).
-    cpus: u32,
+    /// Whether the kernel may run more than one CPU (`nr_cpu_ids`). With one, nothing runs
+    /// while a copy does: copies are made whole and with the mutex held ([`Pipe::chunk`],
+    /// [`Pipe::unlocked_min`]), the turns are not taken ([`Pipe::take_turn`]), and wakeups are
+    /// sync ones ([`Pipe::sync_wakeups`]).
+    smp: bool,
     /// An `EPOLLET` reader has polled: from then on every write wakes readers, not only a
     /// write into an empty ring, because edge-triggered epoll users have always relied on
     /// getting an event per write (fs/pipe.c: `pipe->pseudo_edgetrigger`).
@@ -382,17 +382,7 @@ impl Pipe {
             },
             pseudo_edgetrigger: Atomic::new(false),
             stats: Stats::new(),
-            cpus: kernel::cpu::nr_cpu_ids(),
-            chunk: if kernel::cpu::nr_cpu_ids() > 1 {
-                RING_CHUNK
-            } else {
-                usize::MAX
-            },
-            unlocked_min: if kernel::cpu::nr_cpu_ids() > 1 {
-                UNLOCKED_COPY_MIN
-            } else {
-                usize::MAX
-            },
+            smp: kernel::cpu::nr_cpu_ids() > 1,
         })
     }
 
@@ -431,7 +421,39 @@ impl Pipe {
     /// The wakeup of the other side between two chunks of a copy ([`RING_CHUNK`]) is never a
     /// sync one: the waker goes on copying.
     fn sync_wakeups(&self) -> bool {
-        self.cpus == 1
+        !self.smp
+    }
+
+    /// The most a ring copy moves before it is committed and the other side woken:
+    /// [`RING_CHUNK`] on several CPUs, everything on one (nothing could run meanwhile).
+    fn chunk(&self) -> usize {
+        if self.smp {
+            RING_CHUNK
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// Ring copies of this many bytes or more drop the mutex: [`UNLOCKED_COPY_MIN`] on several
+    /// CPUs, none on one (nothing could use the mutex meanwhile).
+    fn unlocked_min(&self) -> usize {
+        if self.smp {
+            UNLOCKED_COPY_MIN
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// Takes a reader's or a writer's turn (`turn`: `rd_mutex` or `wr_mutex`), to be held while
+    /// it claims and copies, before `inner`.
+    ///
+    /// On one CPU it takes nothing: every copy there is made with `inner` held
+    /// ([`Pipe::unlocked_min`]), so no claim is out while `inner` is free, and `inner` alone
+    /// makes the two sides, and the tasks of each, take turns, as fs/pipe.c's one mutex does.
+    /// (A second claim of the same kind would still be refused by [`crate::claim`], never
+    /// honoured.)
+    fn take_turn<'a>(&self, turn: &'a Mutex<()>) -> Option<MutexGuard<'a, ()>> {
+        self.smp.then(|| turn.lock())
     }
 
     /// Registers a new open file and waits for its partner, as `fifo_open` does.
@@ -685,7 +707,7 @@ impl Pipe {
             return Ok(0);
         }
         // Readers take turns, then take the mutex only to claim and to commit.
-        let mut rd = self.rd_mutex.lock();
+        let mut rd = self.take_turn(&self.rd_mutex);
         let mut inner = self.inner.lock();
         self.stats.reads.add_locked(1);
         // Set once this reader has slept: it was woken exclusively, so if data is left after
@@ -716,7 +738,7 @@ impl Pipe {
                 self.stats.eagain.add(1);
                 break Err(EAGAIN);
             }
-            if self.cpus > 1 && inner.ring.write_claim_fills() {
+            if self.smp && inner.ring.write_claim_fills() {
                 // A writer is filling the ring: wait for its copy rather than sleep.
                 (rd, inner) = self.await_turn((rd, inner), &self.wr_mutex);
                 continue;
@@ -793,10 +815,10 @@ impl Pipe {
         // chunks, a stream of large writes.
         let mut n = inner.ring_ahead().min(want);
         loop {
-            if copied == n && copied % self.chunk == 0 {
+            if copied == n && copied % self.chunk() == 0 {
                 n = (copied + inner.ring_ahead()).min(want);
             }
-            let chunk = (n - copied).min(self.chunk);
+            let chunk = (n - copied).min(self.chunk());
             if chunk == 0 {
                 return (inner, copied, false, wake);
             }
@@ -811,7 +833,7 @@ impl Pipe {
             let Ok(claim) = inner.ring.claim_read(chunk) else {
                 return (inner, copied, true, wake);
             };
-            if self.cpus > 1 && chunk == inner.ring.len() {
+            if self.smp && chunk == inner.ring.len() {
                 // This read empties the ring and will have nothing to do until a writer has
                 // run: wake the writers its room lets write now, so that their wake-up runs
                 // while it copies (`write` has them wait for the copy, not sleep again).
@@ -851,7 +873,7 @@ impl Pipe {
         bytes: usize,
         copy: impl FnOnce() -> usize,
     ) -> (MutexGuard<'a, PipeInner>, usize) {
-        if bytes < self.unlocked_min {
+        if bytes < self.unlocked_min() {
             return (inner, copy());
         }
         let lock = inner.lock_ref();
@@ -960,7 +982,7 @@ impl Pipe {
         let need = write_needs(total, self.atomic_max);
         let mut written = 0;
         // Writers take turns, then take the mutex only to claim and to commit.
-        let mut wr = self.wr_mutex.lock();
+        let mut wr = self.take_turn(&self.wr_mutex);
         let mut inner = self.inner.lock();
         self.stats.writes.add_locked(1);
         // Set once this writer has slept: it was woken exclusively (or by a signal, which may
@@ -995,7 +1017,7 @@ impl Pipe {
                 self.stats.eagain.add(u64::from(written == 0));
                 break count_or(written, EAGAIN);
             }
-            if self.cpus > 1 && inner.ring.read_claim_empties() {
+            if self.smp && inner.ring.read_claim_empties() {
                 // A reader is emptying the ring: wait for its copy rather than sleep.
                 (wr, inner) = self.await_turn((wr, inner), &self.rd_mutex);
                 continue;
@@ -1061,12 +1083,12 @@ impl Pipe {
         let lock = inner.lock_ref();
         let mut copied = 0;
         loop {
-            let chunk = (n - copied).min(self.chunk);
+            let chunk = (n - copied).min(self.chunk());
             // Writers take turns (`wr_mutex`): no other write claim can be out.
             let Ok(mut claim) = inner.ring.claim_write(chunk) else {
                 return (inner, copied, false);
             };
-            if self.cpus > 1 && chunk == claim.len() && chunk == inner.ring.room() {
+            if self.smp && chunk == claim.len() && chunk == inner.ring.room() {
                 // This copy fills the ring, and this writer will have nothing to do until a
                 // reader has run: if the ring is empty, readers may be asleep; wake one now, so
                 // that its wake-up runs while this copies (`read` has it wait for the copy).
@@ -1122,7 +1144,7 @@ impl Pipe {
         let mut written = 0;
         // The writers' turn: no buffered write is halfway into the ring while this one finds
         // where in the stream its bytes go.
-        let mut wr = self.wr_mutex.lock();
+        let mut wr = self.take_turn(&self.wr_mutex);
         let mut inner = self.inner.lock();
         let stats = &self.stats;
         stats.writes.add_locked(1);

@@ -73,8 +73,8 @@ unsafe impl Send for WaitQueue {}
 // SAFETY: As for `Send`: every operation takes the queue's spinlock.
 unsafe impl Sync for WaitQueue {}
 
-/// Mutex guards that [`WaitQueue::wait`] releases while it sleeps: one, or an outer and an
-/// inner one, released inner first and taken again outer first, in the order they nest.
+/// Mutex guards that [`WaitQueue::wait`] releases while it sleeps: one, or an inner one with an
+/// optional outer one, released inner first and taken again outer first, in the order they nest.
 pub(crate) trait Held: Sized {
     /// What takes the locks again.
     type Locks;
@@ -94,17 +94,17 @@ impl<'a, T> Held for MutexGuard<'a, T> {
     }
 }
 
-impl<'a, 'b, O, T> Held for (MutexGuard<'b, O>, MutexGuard<'a, T>) {
-    type Locks = (&'b Mutex<O>, &'a Mutex<T>);
+impl<'a, 'b, O, T> Held for (Option<MutexGuard<'b, O>>, MutexGuard<'a, T>) {
+    type Locks = (Option<&'b Mutex<O>>, &'a Mutex<T>);
     fn unlock(self) -> Self::Locks {
         let (outer, inner) = self;
-        let locks = (outer.lock_ref(), inner.lock_ref());
+        let locks = (outer.as_ref().map(|o| o.lock_ref()), inner.lock_ref());
         drop(inner);
         drop(outer);
         locks
     }
     fn relock((outer, inner): Self::Locks) -> Self {
-        let outer = outer.lock();
+        let outer = outer.map(|o| o.lock());
         (outer, inner.lock())
     }
 }
