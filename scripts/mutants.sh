@@ -60,7 +60,7 @@ m ring_write_wrap_off_by_one src/ring.rs 1/1 \
 m ring_read_wrap_off_by_one src/ring.rs 1/1 \
 	'let to_end = self.capacity() - self.tail();' 'let to_end = self.capacity() - self.tail() + 1;' \
 	'kunit:mini_pipe_ring.copies_match_a_model_everywhere'
-m faulted_copy_counted_as_moved src/pipe.rs 1/2 \
+m faulted_copy_counted_as_moved src/pipe.rs 2/3 \
 	'written += copied;' 'written += n;' \
 	'fifo_eq_setup fifo_eq_write_bad_buffer fifo_eq_write_faulting_at_the_start fifo_eq_write_faulting_in_the_middle'
 m no_sigpipe src/pipe.rs 1/2 \
@@ -109,6 +109,9 @@ m tail_reset_under_a_write_claim src/ring.rs 1/1 \
 m no_turns_on_smp src/pipe.rs 1/1 \
 	'self.smp.then(|| turn.lock())' '(!self.smp).then(|| turn.lock())' \
 	'stress_all_capacities'
+m slots_on_several_cpus src/pipe.rs 1/1 \
+	'|| (!self.smp' '|| (self.capacity > 0' \
+	'slots_one_cpu_reader_waits_with_its_buffer'
 # Rendezvous and O_DSYNC (src/handoff.rs, src/pin.rs, write_sync).
 m slot_reader_not_woken src/handoff.rs 1/1 \
 	'slot.reader.wake_up();' 'core::hint::black_box(&slot.reader);' \

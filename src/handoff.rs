@@ -13,7 +13,9 @@
 //!   ([`PinnedPages`]), which readers copy out of, oldest offer first, as FreeBSD's
 //!   `pipe_direct_write` has readers copy from a writer's held pages;
 //! - at `capacity=0`, a reader that finds nothing offered leaves a [`Slot`]: its own pages,
-//!   pinned, which the next writer copies into ([`Handoffs::fill`]).
+//!   pinned, which the next writer copies into ([`Handoffs::fill`]). On one CPU, a reader of a
+//!   buffered pipe that asks for more than the ring holds does the same, and writers fill its
+//!   slot before the ring (`Pipe::reader_slots`).
 //!
 //! Every copy happens with the pipe's mutex held, as the ring's copies do, so a write of at most
 //! `PIPE_BUF` bytes reaches readers whole, never mixed with another writer's bytes, and an offer
@@ -311,6 +313,11 @@ impl Handoffs {
         Ok(Ticket(ticket))
     }
 
+    /// The slots open, filled or not.
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
     fn slot_index(&self, ticket: &Ticket) -> usize {
         self.slots
             .iter()
@@ -337,10 +344,16 @@ impl Handoffs {
         }
     }
 
-    /// Copies up to `max` bytes of `src` into the slots, oldest first, and wakes each reader
-    /// whose slot received its first bytes. Returns the bytes copied; fewer than `max` and than
-    /// the room means `src` faulted.
-    pub(crate) fn fill(&mut self, src: &mut IovIterSource<'_>, max: usize) -> usize {
+    /// Copies up to `max` bytes of `src` into the slots, oldest first. With `wake_by_name`, it
+    /// wakes each reader whose slot received its first bytes; without, the caller wakes the
+    /// queue they sleep on. Returns the bytes copied; fewer than `max` and than the room means
+    /// `src` faulted.
+    pub(crate) fn fill(
+        &mut self,
+        src: &mut IovIterSource<'_>,
+        max: usize,
+        wake_by_name: bool,
+    ) -> usize {
         let mut copied = 0;
         for slot in self.slots.iter_mut() {
             let (want, before) = (slot.pages.left().min(max - copied), slot.pages.done());
@@ -349,7 +362,7 @@ impl Handoffs {
             }
             let got = slot.pages.copy_from_iter(src, want);
             copied += got;
-            if before == 0 && got > 0 {
+            if wake_by_name && before == 0 && got > 0 {
                 slot.reader.wake_up();
             }
             if got < want || copied == max {

@@ -155,9 +155,12 @@ impl PinnedPages {
         if unsafe { (*iter).nofault } {
             flags |= bindings::FOLL_NOFAULT;
         }
+        // Room for the pages of `max` bytes in one segment, which may start and end mid-page;
+        // a readv's further segments may then find none left, and what is pinned stops short.
+        let cap = (max.div_ceil(PAGE_SIZE) + 1).min(MAX_PINNED_PAGES);
         let mut this = Self {
-            pages: KVec::with_capacity(MAX_PINNED_PAGES, GFP_KERNEL)?,
-            spans: KVec::with_capacity(MAX_PINNED_PAGES, GFP_KERNEL)?,
+            pages: KVec::with_capacity(cap, GFP_KERNEL)?,
+            spans: KVec::with_capacity(cap, GFP_KERNEL)?,
             len: 0,
             done: 0,
             cur: 0,
@@ -167,7 +170,7 @@ impl PinnedPages {
         };
         // A segment at a time (a readv or writev has several), until `max` bytes or the page
         // limit.
-        while this.len < max && this.pages.len() < MAX_PINNED_PAGES {
+        while this.len < max && this.pages.len() < cap {
             // SAFETY: `iter` is valid and user-backed.
             let Some((addr, len)) = (unsafe { first_segment(iter, max - this.len) }) else {
                 break;
@@ -175,7 +178,7 @@ impl PinnedPages {
             let offset = addr % PAGE_SIZE;
             let want = (offset + len)
                 .div_ceil(PAGE_SIZE)
-                .min(MAX_PINNED_PAGES - this.pages.len());
+                .min(cap - this.pages.len());
             let array = this.pages.spare_capacity_mut().as_mut_ptr().cast();
             // SAFETY: `array` points to at least `want` writable slots, where the call stores
             // the pages it pins; it returns how many it pinned (at most `want`), or an error.

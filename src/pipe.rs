@@ -34,7 +34,10 @@
 //!
 //! On one CPU nothing can run while a copy does, so none of that would help: every copy is made
 //! whole with the mutex held, and the turns, which then guard nothing, are not taken
-//! ([`Pipe::take_turn`]). What is left is fs/pipe.c's design, one mutex and sync wakeups.
+//! ([`Pipe::take_turn`]). What is left is fs/pipe.c's design, one mutex and sync wakeups, with
+//! one addition: a reader that asks for more than the ring holds waits with its buffer pinned,
+//! and writers fill it before the ring, so that each of its sleeps takes more than a ring's
+//! worth ([`Pipe::reader_slots`]).
 //!
 //! DIFF.md, "Locking" and "Wakeups", has the measurements.
 
@@ -338,6 +341,10 @@ pub(crate) struct Pipe {
     /// write into an empty ring, because edge-triggered epoll users have always relied on
     /// getting an event per write (fs/pipe.c: `pipe->pseudo_edgetrigger`).
     pseudo_edgetrigger: Atomic<bool>,
+    /// Readers that wait with a slot ([`Pipe::read_into_slot`]) wait here, apart from `rd_wait`,
+    /// so that bytes for the ring do not wake them and bytes for a slot wake no other reader.
+    #[pin]
+    slot_wait: WaitQueue,
 }
 
 impl Pipe {
@@ -383,6 +390,7 @@ impl Pipe {
             pseudo_edgetrigger: Atomic::new(false),
             stats: Stats::new(),
             smp: kernel::cpu::nr_cpu_ids() > 1,
+            slot_wait <- new_wait_queue!("mini_pipe::slot_wait"),
         })
     }
 
@@ -442,6 +450,30 @@ impl Pipe {
         } else {
             usize::MAX
         }
+    }
+
+    /// Whether a reader with nothing to read waits with its buffer pinned, for writers to copy
+    /// into ([`Pipe::read_into_slot`]), for a read of `want` bytes: at `capacity=0`, where
+    /// there is no ring; and on one CPU, for a read of more than the ring holds, by the pipe's
+    /// one reader, if it has no slot already (a file may be read by several threads).
+    ///
+    /// On one CPU, such a reader that sleeps leaves its buffer as a slot, and the writers that
+    /// run meanwhile fill it before the ring: a 64 KiB read through a 4 KiB ring then costs one
+    /// sleep instead of sixteen. The reader sleeps on `slot_wait`, which a writer wakes, with a
+    /// sync wakeup, once it has put bytes in the slot, so the writer goes on until the slot and
+    /// the ring are full. What it costs is a pin of the reader's pages at every sleep, which
+    /// pays only when the slot holds more than the ring could: with a read no larger than the
+    /// ring, 512-byte writes through a 64 KiB ring fell to 0.78x-0.92x the FIFO's throughput
+    /// (logs/bench/NOTES.md, section 14). With several readers, fs/pipe.c's way is kept too: a
+    /// slot's reader and those woken for the ring's bytes then took turns at the CPU, at 1.6x to
+    /// 1.9x the FIFO's context switches. On several CPUs the two sides copy at once instead
+    /// (DIFF.md, "Locking"), which a slot, filled with the mutex held, would undo.
+    fn reader_slots(&self, inner: &PipeInner, want: usize) -> bool {
+        self.capacity == 0
+            || (!self.smp
+                && want > self.capacity
+                && inner.readers == 1
+                && inner.handoffs.slots() == 0)
     }
 
     /// Takes a reader's or a writer's turn (`turn`: `rd_mutex` or `wr_mutex`), to be held while
@@ -587,6 +619,7 @@ impl Pipe {
         drop(inner);
         if no_readers != no_writers {
             self.rd_wait.wake_all(ANY);
+            self.slot_wait.wake_all(ANY);
             self.wr_wait.wake_all(ANY);
             self.fasync_readers.kill(POLL_IN);
             self.fasync_writers.kill(POLL_OUT);
@@ -699,8 +732,9 @@ impl Pipe {
     /// to `dst`'s length: it never waits once something has been copied. What is there is the
     /// ring's bytes and, after them in the order the writes came, the bytes of writers waiting
     /// for readers ([`crate::handoff`]). Nothing to read with no writer is end-of-file (0).
-    /// `nonblock` turns the wait into `EAGAIN`; a signal into `ERESTARTSYS`. At `capacity=0`, a
-    /// reader waits with its buffer pinned, and the next writer copies straight into it.
+    /// `nonblock` turns the wait into `EAGAIN`; a signal into `ERESTARTSYS`. At `capacity=0`, and
+    /// on one CPU for a read larger than the ring ([`Pipe::reader_slots`]), a reader waits with
+    /// its buffer pinned, and the next writers copy straight into it.
     pub(crate) fn read(&self, dst: &mut IovIterDest<'_>, nonblock: bool) -> Result<usize> {
         let want = dst.len();
         if want == 0 {
@@ -744,10 +778,10 @@ impl Pipe {
                 continue;
             }
             let budget = inner.handoffs.pin_budget();
-            if self.capacity == 0 && budget > 0 {
+            if self.reader_slots(&inner, want) && budget > 0 {
                 // Wait with the buffer pinned, for a writer to fill. Memory with nothing to pin
                 // (kernel memory, as from splice), or that cannot be pinned now, waits below
-                // for a writer's offer instead; a bad buffer then fails in the copy, as for a
+                // for a writer's bytes instead; a bad buffer then fails in the copy, as for a
                 // FIFO.
                 let max = want.min(MAX_PINNED_PAGES * PAGE_SIZE).min(budget);
                 if let Ok(Some(pages)) = PinnedPages::from_dest(dst, max) {
@@ -928,17 +962,21 @@ impl Pipe {
             Err(e) => return ((rd, inner), Err(e)),
         };
         self.publish_handoffs(&inner);
-        // A write would go in now: tell writers that poll, or asked for SIGIO.
-        self.wr_wait.wake_one(POLLOUT);
-        self.fasync_writers.kill(POLL_OUT);
+        if self.capacity == 0 {
+            // A write would go in now: tell writers that poll, or asked for SIGIO. (With a
+            // ring, one would already: the ring is empty.)
+            self.wr_wait.wake_one(POLLOUT);
+            self.fasync_writers.kill(POLL_OUT);
+        }
         let stats = &self.stats;
         stats.reads_slept.add_locked(1);
         stats.readers_asleep.inc_locked();
         let signal = loop {
             stats.reader_sleeps.add_locked(1);
-            // Shared: a writer wakes this reader by name, once it has filled some of its slot.
+            // Shared: once it has filled some of its slot, a writer wakes this reader by name
+            // (`write_sync`), or wakes the queue (`write`, with a ring: one slot at a time).
             let signal;
-            ((rd, inner), signal) = self.rd_wait.wait((rd, inner), Sleep::Shared);
+            ((rd, inner), signal) = self.slot_wait.wait((rd, inner), Sleep::Shared);
             if signal || inner.handoffs.slot_filled(&ticket) > 0 || inner.writers == 0 {
                 break signal;
             }
@@ -989,12 +1027,38 @@ impl Pipe {
         // have taken a wakeup meant for it), so it passes the wakeup on when it leaves room that
         // another writer could use (fs/pipe.c: `wake_next_writer`).
         let mut woken = false;
-        // Readers to wake once the bytes are in and the mutex dropped.
+        // Readers to wake once the bytes are in and the mutex dropped: on `rd_wait`, for the
+        // ring's bytes, and on `slot_wait`, for a slot's.
         let mut wake_readers = false;
+        let mut wake_slot = false;
         let result = loop {
             if inner.readers == 0 {
                 *sigpipe = true;
                 break count_or(written, EPIPE);
+            }
+            let slot_room = if self.smp {
+                0
+            } else {
+                inner.handoffs.slot_room()
+            };
+            if slot_room > 0 && inner.ring.is_empty() && inner.handoffs.offered() == 0 {
+                // Readers wait in read with their buffers pinned (one CPU: `reader_slots`),
+                // and no byte comes before this write's: straight into their buffers. The
+                // reader is woken as for bytes in the ring, once the mutex is dropped, but on
+                // `slot_wait`. The rest of an atomic write goes into the ring, empty, so it
+                // fits.
+                let left = total - written;
+                let copied = self.fill_slots(&mut inner, src, left, false);
+                written += copied;
+                wake_slot |= copied > 0;
+                if copied < left.min(slot_room) {
+                    // `src` faulted: keep what arrived, report it (or the fault).
+                    break count_or(written, EFAULT);
+                }
+                if written == total {
+                    break Ok(written);
+                }
+                continue;
             }
             let room = inner.ring.room();
             if room >= need {
@@ -1028,6 +1092,9 @@ impl Pipe {
             if core::mem::take(&mut wake_readers) {
                 self.rd_wait.wake_one_sync(POLLIN);
             }
+            if core::mem::take(&mut wake_slot) {
+                self.slot_wait.wake_one_sync(ANY);
+            }
             self.fasync_readers.kill(POLL_IN);
             // A woken writer that cannot use the room it found must not keep the wakeup from
             // one that could.
@@ -1054,12 +1121,32 @@ impl Pipe {
         };
         drop(inner);
         drop(wr);
+        if wake_slot {
+            self.slot_wait.wake_one_sync(ANY);
+        }
         if wake_readers {
             self.wake_reader(self.sync_wakeups());
         }
         self.fasync_readers.kill(POLL_IN);
         self.wake_writers(wake_next_writer, true);
         result
+    }
+
+    /// Copies up to `max` bytes of `src` into the slots of readers waiting in read
+    /// ([`Handoffs::fill`], which wakes their readers if `wake_by_name`), and counts them.
+    /// Returns the bytes copied; fewer than `max` and than the room means `src` faulted.
+    fn fill_slots(
+        &self,
+        inner: &mut PipeInner,
+        src: &mut IovIterSource<'_>,
+        max: usize,
+        wake_by_name: bool,
+    ) -> usize {
+        let copied = inner.handoffs.fill(src, max, wake_by_name);
+        self.stats.bytes_written.add_locked(copied as u64);
+        self.stats.bytes_direct.add_locked(copied as u64);
+        self.publish_handoffs(inner);
+        copied
     }
 
     /// Copies `n` bytes from `src` into the ring, `n` being at most its room now: the writer's
@@ -1161,11 +1248,8 @@ impl Pipe {
             let first = inner.ring.is_empty() && inner.handoffs.offered() == 0;
             let all_or_nothing = nonblock && total <= self.atomic_max;
             if first && room > 0 && (room >= left || !all_or_nothing) {
-                let copied = inner.handoffs.fill(src, left);
+                let copied = self.fill_slots(&mut inner, src, left, true);
                 written += copied;
-                stats.bytes_written.add_locked(copied as u64);
-                stats.bytes_direct.add_locked(copied as u64);
-                self.publish_handoffs(&inner);
                 if copied < left.min(room) {
                     // `src` faulted: the bytes before the fault count, as for a buffered write.
                     break count_or(written, EFAULT);
@@ -1307,7 +1391,7 @@ impl Pipe {
                 offered: u.offered.load(Relaxed),
                 readers: u.readers.load(Relaxed),
                 writers: u.writers.load(Relaxed),
-                rd_wakeups: self.rd_wait.wakeups(),
+                rd_wakeups: self.rd_wait.wakeups() + self.slot_wait.wakeups(),
                 wr_wakeups: self.wr_wait.wakeups(),
             },
             sep,

@@ -51,6 +51,7 @@ const FIFO: &str = "/tmp/rendezvous_fifo";
 pub fn tests() -> Vec<Test> {
     vec![
         test("rendezvous_meet_and_wait", meet_and_wait),
+        test("slots_one_cpu_reader_waits_with_its_buffer", one_cpu_slot),
         test(
             "rendezvous_nonblocking_needs_a_waiting_partner",
             nonblocking,
@@ -274,6 +275,74 @@ fn meet_and_wait() -> TestResult {
         "counters: bytes_direct {direct}, sync_writes {sync}, offered {offered}"
     );
     drop((w, r));
+    Ok(())
+}
+
+/// Whether the kernel can run only one CPU (`nr_cpu_ids`, which the module looks at).
+fn one_cpu() -> Result<bool, String> {
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .map_err(|e| format!("/sys/devices/system/cpu/possible: {e}"))?;
+    Ok(possible.trim() == "0")
+}
+
+/// On one CPU, a buffered pipe's one reader that waits in read waits with its buffer, as at
+/// `capacity=0`: a writer fills that buffer before the ring, so a non-blocking write of 68 KiB
+/// into a 4 KiB ring goes in whole, and the read returns its 64 KiB at once, moved with one
+/// copy, the rest waiting in the ring. On several CPUs the same calls go as with a FIFO: the
+/// write takes the ring's room, and the read returns at most the ring's 4 KiB.
+fn one_cpu_slot() -> TestResult {
+    reload(&["capacity=4096"])?;
+    let one_cpu = one_cpu()?;
+    let mut reader = Call::start("a 64 KiB read on an empty pipe", || {
+        let mut f = open(DEV, true, false, 0)?;
+        let mut buf = vec![0u8; 65536];
+        let n = f.read(&mut buf)?;
+        buf.truncate(n);
+        io::Result::Ok((f, buf))
+    })?;
+    // A blocking open meets the reader's; the write is made on a second, non-blocking one.
+    let w0 = dev(false, 0)?;
+    let mut w = dev(false, libc::O_NONBLOCK)?;
+    reader.waits_in(SYS_READ)?;
+    let data = bytes(5, 69632);
+    let n = w.write(&data).map_err(|e| format!("write: {e}"))?;
+    let (mut r, got) = reader.join()?.map_err(|e| format!("read: {e}"))?;
+    let direct = counter(&counters(0)?, "bytes_direct")?;
+    println!(
+        "# slots: {}: the write took {n} bytes, the read returned {}, {direct} with one copy",
+        if one_cpu { "one CPU" } else { "several CPUs" },
+        got.len()
+    );
+    ensure!(
+        got == data[..got.len()],
+        "the read returned other bytes than written"
+    );
+    if one_cpu {
+        ensure!(
+            n == 69632 && got.len() == 65536 && direct == 65536,
+            "one CPU: write {n} (not 69632), read {} (not 65536), bytes_direct {direct} \
+             (not 65536)",
+            got.len()
+        );
+        ensure!(
+            queued(&r) == Ok(4096),
+            "FIONREAD {:?}, not the 4096 bytes in the ring",
+            queued(&r)
+        );
+        let mut rest = vec![0u8; 8192];
+        let m = r.read(&mut rest).map_err(|e| format!("read: {e}"))?;
+        ensure!(
+            rest[..m] == data[65536..],
+            "the next read returned {m} bytes, not the ring's 4096"
+        );
+    } else {
+        ensure!(
+            n >= 4096 && got.len() <= 4096 && direct == 0,
+            "several CPUs: write {n}, read {}, bytes_direct {direct}: not a FIFO's",
+            got.len()
+        );
+    }
+    drop((w0, w, r));
     Ok(())
 }
 
