@@ -398,6 +398,25 @@ def run_markdown(run, add):
                 f"{ratio(c['ratio_csw_per_mib'])} | {f['stalls']}/{m['stalls']} |")
         add("")
         add_kinds(sc, "writers x readers", add)
+    calls = run.get("calls")
+    if calls:
+        add(f"### The cost of a call with nobody to wake ({cpus})")
+        add("")
+        add("One process holds the object open for reading and writing, writes a message and "
+            "reads it back, over and over: no one sleeps and no one is woken, so this is what "
+            "each pipe spends on a call where both make the same calls and context switches. "
+            "Capacity 64 KiB; nanoseconds per write and read; ratio: the FIFO's time over "
+            "mini_pipe's (higher is better).")
+        add("")
+        add("| message | rounds | FIFO ns | mini_pipe ns | ratio | FIFO runs | mini_pipe runs |")
+        add("|---|---|---|---|---|---|---|")
+        for c in calls:
+            fifo_runs, mini_runs = (", ".join(f"{x:.0f}" for x in c[k])
+                                    for k in ("fifo_ns_runs", "mini_pipe_ns_runs"))
+            add(f"| {size_name(c['write_size'])} | {c['rounds']} | {fmt(c['fifo_ns'], 0)} | "
+                f"{fmt(c['mini_pipe_ns'], 0)} | {ratio(c['ratio_speed'])} | "
+                f"{fifo_runs} | {mini_runs} |")
+        add("")
 
 
 def plot(runs, env, path):

@@ -66,7 +66,7 @@ run_vm() {
 # defined there, and one CPU has nothing to add to them.
 status=0
 run_vm 2 "${args[@]}"
-one=(--parts throughput,scaling)
+one=(--parts throughput,scaling,calls)
 for a in "${args[@]}"; do [ "$a" = --parts ] && one=(); done
 run_vm 1 "${args[@]}" "${one[@]}"
 rc=$status

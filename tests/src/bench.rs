@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! `mini_pipe_test bench [--smoke] [--reps N] [--scale F] [--capacities N,...] [--sizes N,...]
-//! [--parts throughput,latency,scaling,seeds]`: /dev/mini_pipe against a FIFO.
+//! [--parts throughput,latency,scaling,calls,seeds,rendezvous]`: /dev/mini_pipe against a FIFO.
 //!
 //! Both objects run on the same kernel in the same VM, interleaved: every repetition of a cell
 //! runs the FIFO and mini_pipe back to back, in alternating order. The FIFO is made with
@@ -22,6 +22,8 @@
 //!   microseconds. One writer and one reader have both objects open and alternate between them
 //!   message by message, so that both see the same moments of a noisy host;
 //! - scaling: W writers and R readers of 4 KiB messages, W and R in {1, 2, 4};
+//! - calls: the cost of a write and a read with nobody to wake, in one process that holds the
+//!   object open for both (nanoseconds per round, 64 B, 4 KiB and 64 KiB);
 //! - the seeds' configuration (capacity 128) as a reference point.
 //!
 //! Output: one JSON document on one line of stdout; progress goes to stderr. Exit status: 0,
@@ -207,7 +209,7 @@ struct Plan {
     /// Scaling: (writers, readers) pairs, and the bytes moved per cell.
     scaling: Vec<(usize, usize)>,
     scaling_bytes: usize,
-    /// Which parts run: throughput, latency, scaling, seeds, rendezvous.
+    /// Which parts run: throughput, latency, scaling, calls, seeds, rendezvous.
     parts: Vec<String>,
     /// Rendezvous: the write (and read) sizes, and the ping-pong runs per object and round
     /// trips per run.
@@ -302,9 +304,16 @@ impl Plan {
         plan.capacities = caps.unwrap_or(plan.capacities);
         plan.write_sizes = sizes.unwrap_or(plan.write_sizes);
         plan.parts = parts.unwrap_or_else(|| {
-            ["throughput", "latency", "scaling", "seeds", "rendezvous"]
-                .map(String::from)
-                .to_vec()
+            [
+                "throughput",
+                "latency",
+                "scaling",
+                "calls",
+                "seeds",
+                "rendezvous",
+            ]
+            .map(String::from)
+            .to_vec()
         });
         Ok(plan)
     }
@@ -946,8 +955,65 @@ fn scaling(plan: &Plan) -> Result<J, String> {
     Ok(J::Arr(cells))
 }
 
-/// The parts that run at the default capacity, if asked for.
-fn latency_and_scaling(plan: &Plan, clock_ok: bool, clock: &J) -> Result<(J, J), String> {
+/// Write sizes of the `calls` part, and the write-and-read rounds one timing makes of each.
+const CALL_SIZES: [(usize, usize); 3] = [(64, 20_000), (4 * KIB, 10_000), (64 * KIB, 1_000)];
+
+/// The cost of a call with nobody to wake: one process holds the object open for reading and
+/// writing, and writes `size` bytes then reads them back, `rounds` times; nanoseconds per round.
+/// No one sleeps and no one is woken, so what is left is the system calls, the locking, the
+/// bookkeeping and the copies: what the two pipes spend on each call where they make the same
+/// calls and context switches (the scaling cells on one CPU).
+fn call_round_ns(o: Obj, size: usize, rounds: usize) -> Result<f64, String> {
+    let mut f = open(o.path(), true, true, 0).map_err(|e| format!("open {}: {e}", o.path()))?;
+    if o == Obj::Fifo {
+        fcntl(&f, FcntlArg::F_SETPIPE_SZ(DEFAULT_CAPACITY as i32))
+            .map_err(|e| format!("F_SETPIPE_SZ: {e}"))?;
+    }
+    let out = vec![0x5au8; size];
+    let mut back = vec![0u8; size];
+    let start = now_ns();
+    for _ in 0..rounds {
+        f.write_all(&out).map_err(|e| format!("write: {e}"))?;
+        f.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+    }
+    Ok((now_ns() - start) as f64 / rounds as f64)
+}
+
+/// The `calls` part: [`call_round_ns`] for each of [`CALL_SIZES`], both objects in turn, `reps`
+/// interleaved repetitions; medians, and the FIFO's time over mini_pipe's (above 1.0: mini_pipe
+/// is faster).
+fn calls(plan: &Plan) -> Result<J, String> {
+    let mut cells = Vec::new();
+    for (size, rounds) in CALL_SIZES {
+        let rounds = ((rounds as f64 * plan.scale) as usize).max(10);
+        let mut ns: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for rep in 0..plan.reps {
+            for o in Obj::order(rep) {
+                ns[(o == Obj::Mini) as usize].push(call_round_ns(o, size, rounds)?);
+            }
+        }
+        let (fifo, mini) = (median(&ns[0]), median(&ns[1]));
+        eprintln!(
+            "bench: calls {size} B: fifo {fifo:.0} ns, mini_pipe {mini:.0} ns per write and read, \
+             mini_pipe/fifo speed {:.2}x",
+            fifo / mini
+        );
+        cells.push(obj(vec![
+            ("write_size", int(size)),
+            ("rounds", int(rounds)),
+            ("capacity", int(DEFAULT_CAPACITY)),
+            ("fifo_ns", J::Num(fifo)),
+            ("mini_pipe_ns", J::Num(mini)),
+            ("fifo_ns_runs", nums(&ns[0])),
+            ("mini_pipe_ns_runs", nums(&ns[1])),
+            ("ratio_speed", J::Num(fifo / mini)),
+        ]));
+    }
+    Ok(J::Arr(cells))
+}
+
+/// The parts that run at the default capacity, if asked for: latency, scaling, calls.
+fn at_default_capacity(plan: &Plan, clock_ok: bool, clock: &J) -> Result<[J; 3], String> {
     let lat = if plan.has("latency") {
         latency(plan, clock_ok, clock.clone())?
     } else {
@@ -958,7 +1024,12 @@ fn latency_and_scaling(plan: &Plan, clock_ok: bool, clock: &J) -> Result<(J, J),
     } else {
         J::Null
     };
-    Ok((lat, scale))
+    let calls = if plan.has("calls") {
+        calls(plan)?
+    } else {
+        J::Null
+    };
+    Ok([lat, scale, calls])
 }
 
 /// The ways mini_pipe waits for its readers, each against a FIFO of 64 KiB: a rendezvous
@@ -1107,6 +1178,7 @@ fn bench(plan: &Plan) -> Result<J, String> {
     let mut tp = Vec::new();
     let mut lat = J::Null;
     let mut scale = J::Null;
+    let mut call_costs = J::Null;
     for &cap in &plan.capacities {
         eprintln!("bench: loading mini_pipe with capacity={cap}");
         reload(&[&format!("capacity={cap}")])?;
@@ -1116,12 +1188,12 @@ fn bench(plan: &Plan) -> Result<J, String> {
             }
         }
         if cap == DEFAULT_CAPACITY {
-            (lat, scale) = latency_and_scaling(plan, clock_ok, &clock)?;
+            [lat, scale, call_costs] = at_default_capacity(plan, clock_ok, &clock)?;
         }
     }
     if !plan.capacities.contains(&DEFAULT_CAPACITY) {
         reload(&[&format!("capacity={DEFAULT_CAPACITY}")])?;
-        (lat, scale) = latency_and_scaling(plan, clock_ok, &clock)?;
+        [lat, scale, call_costs] = at_default_capacity(plan, clock_ok, &clock)?;
     }
     let mut seeds = J::Null;
     if plan.has("seeds") {
@@ -1161,6 +1233,7 @@ fn bench(plan: &Plan) -> Result<J, String> {
         ("seeds_reference", seeds),
         ("latency", lat),
         ("scaling", scale),
+        ("calls", call_costs),
         ("rendezvous", rendezvous),
         ("elapsed_s", J::Num((now_ns() - started) as f64 / 1e9)),
     ]))
@@ -1174,7 +1247,7 @@ pub fn run(args: &[String]) -> i32 {
             eprintln!("bench: {e}");
             eprintln!(
                 "usage: mini_pipe_test bench [--smoke] [--reps N] [--scale F] \\
-                 [--capacities N,...] [--sizes N,...] [--parts throughput,latency,scaling,seeds,rendezvous]"
+                 [--capacities N,...] [--sizes N,...] [--parts throughput,latency,scaling,calls,seeds,rendezvous]"
             );
             return 2;
         }
