@@ -1012,24 +1012,21 @@ fn calls(plan: &Plan) -> Result<J, String> {
     Ok(J::Arr(cells))
 }
 
-/// The parts that run at the default capacity, if asked for: latency, scaling, calls.
+/// The parts that run at the default capacity, each if asked for (else null): latency,
+/// scaling, calls.
 fn at_default_capacity(plan: &Plan, clock_ok: bool, clock: &J) -> Result<[J; 3], String> {
-    let lat = if plan.has("latency") {
-        latency(plan, clock_ok, clock.clone())?
-    } else {
-        J::Null
+    let part = |name: &str, run: &dyn Fn() -> Result<J, String>| {
+        if plan.has(name) {
+            run()
+        } else {
+            Ok(J::Null)
+        }
     };
-    let scale = if plan.has("scaling") {
-        scaling(plan)?
-    } else {
-        J::Null
-    };
-    let calls = if plan.has("calls") {
-        calls(plan)?
-    } else {
-        J::Null
-    };
-    Ok([lat, scale, calls])
+    Ok([
+        part("latency", &|| latency(plan, clock_ok, clock.clone()))?,
+        part("scaling", &|| scaling(plan))?,
+        part("calls", &|| calls(plan))?,
+    ])
 }
 
 /// The ways mini_pipe waits for its readers, each against a FIFO of 64 KiB: a rendezvous
