@@ -59,6 +59,7 @@ use crate::{
     },
     ring::Ring,
     stats::{
+        Counts,
         Show,
         Snapshot,
         Stats, //
@@ -215,6 +216,8 @@ struct PipeInner {
     /// Writers waiting for readers to take their bytes, and (at `capacity=0`) readers waiting
     /// with their buffers: the bytes that move with one copy, outside the ring.
     handoffs: Handoffs,
+    /// The values of the counters that change only with the mutex held ([`crate::stats`]).
+    counts: Counts,
 }
 
 impl PipeInner {
@@ -359,6 +362,7 @@ impl Pipe {
                 w_counter: 0,
                 min_need: usize::MAX,
                 handoffs: Handoffs::new(),
+                counts: Counts::default(),
             }),
             _rd_line: CacheLine::new(),
             rd_mutex <- new_mutex!((), "mini_pipe::rd_mutex"),
@@ -578,7 +582,7 @@ impl Pipe {
         arrived: impl Fn(&PipeInner) -> bool,
     ) -> (MutexGuard<'a, PipeInner>, bool) {
         if !arrived(&inner) {
-            self.stats.open_waits.add_locked(1);
+            inner.counts.open_waits.add(1, &self.stats.open_waits);
         }
         while !arrived(&inner) {
             let signal;
@@ -743,7 +747,7 @@ impl Pipe {
         // Readers take turns, then take the mutex only to claim and to commit.
         let mut rd = self.take_turn(&self.rd_mutex);
         let mut inner = self.inner.lock();
-        self.stats.reads.add_locked(1);
+        inner.counts.reads.add(1, &self.stats.reads);
         // Set once this reader has slept: it was woken exclusively, so if data is left after
         // it has taken its share, it passes the wakeup on (fs/pipe.c: `wake_next_reader`).
         let mut woken = false;
@@ -794,9 +798,9 @@ impl Pipe {
             }
             let stats = &self.stats;
             if !woken {
-                stats.reads_slept.add_locked(1);
+                inner.counts.reads_slept.add(1, &stats.reads_slept);
             }
-            stats.reader_sleeps.add_locked(1);
+            inner.counts.reader_sleeps.add(1, &stats.reader_sleeps);
             stats.readers_asleep.inc_locked();
             let signal;
             ((rd, inner), signal) = self.rd_wait.wait((rd, inner), Sleep::Exclusive);
@@ -885,7 +889,7 @@ impl Pipe {
             let before = inner.ring.room();
             inner.ring.consume(claim, got);
             self.publish_queued(&inner);
-            self.stats.bytes_read.add_locked(got as u64);
+            inner.counts.bytes_read.add(got, &self.stats.bytes_read);
             copied += got;
             // A faulting copy frees less room than foreseen; a woken writer that then finds too
             // little passes the wakeup on or waits again (`write`).
@@ -933,17 +937,24 @@ impl Pipe {
     /// Takes up to `max` bytes that waiting writers offer, in order, into `dst`, as long as no
     /// byte of the ring comes before them. Each writer whose last byte is taken is woken.
     fn take_offers(&self, inner: &mut PipeInner, dst: &mut IovIterDest<'_>, max: usize) -> usize {
+        if inner.handoffs.offered() == 0 {
+            // The common case, a read that takes less than its buffer: nothing to count or
+            // publish.
+            return 0;
+        }
+        let stats = &self.stats;
         let mut copied = 0;
         while copied < max && inner.ring_ahead() == 0 && inner.handoffs.offered() > 0 {
             let taken = inner.handoffs.take(dst, max - copied);
             copied += taken.bytes;
-            self.stats.bytes_direct.add_locked(taken.direct as u64);
+            let direct = taken.direct;
+            inner.counts.bytes_direct.add(direct, &stats.bytes_direct);
             if taken.bytes == 0 {
                 // `dst` faulted.
                 break;
             }
         }
-        self.stats.bytes_read.add_locked(copied as u64);
+        inner.counts.bytes_read.add(copied, &stats.bytes_read);
         self.publish_handoffs(inner);
         copied
     }
@@ -969,10 +980,10 @@ impl Pipe {
             self.fasync_writers.kill(POLL_OUT);
         }
         let stats = &self.stats;
-        stats.reads_slept.add_locked(1);
+        inner.counts.reads_slept.add(1, &stats.reads_slept);
         stats.readers_asleep.inc_locked();
         let signal = loop {
-            stats.reader_sleeps.add_locked(1);
+            inner.counts.reader_sleeps.add(1, &stats.reader_sleeps);
             // Shared: once it has filled some of its slot, a writer wakes this reader by name
             // (`write_sync`), or wakes the queue (`write`, with a ring: one slot at a time).
             let signal;
@@ -984,7 +995,7 @@ impl Pipe {
         stats.readers_asleep.dec_locked();
         let filled = inner.handoffs.close_slot(ticket);
         self.publish_handoffs(&inner);
-        stats.bytes_read.add_locked(filled as u64);
+        inner.counts.bytes_read.add(filled, &stats.bytes_read);
         let result = match filled {
             0 if signal => Err(ERESTARTSYS),
             filled => Ok(filled),
@@ -1022,7 +1033,7 @@ impl Pipe {
         // Writers take turns, then take the mutex only to claim and to commit.
         let mut wr = self.take_turn(&self.wr_mutex);
         let mut inner = self.inner.lock();
-        self.stats.writes.add_locked(1);
+        inner.counts.writes.add(1, &self.stats.writes);
         // Set once this writer has slept: it was woken exclusively (or by a signal, which may
         // have taken a wakeup meant for it), so it passes the wakeup on when it leaves room that
         // another writer could use (fs/pipe.c: `wake_next_writer`).
@@ -1102,9 +1113,9 @@ impl Pipe {
             self.wake_writers(wake, false);
             let stats = &self.stats;
             if !woken {
-                stats.writes_slept.add_locked(1);
+                inner.counts.writes_slept.add(1, &stats.writes_slept);
             }
-            stats.writer_sleeps.add_locked(1);
+            inner.counts.writer_sleeps.add(1, &stats.writer_sleeps);
             stats.writers_asleep.inc_locked();
             let signal;
             ((wr, inner), signal) = self.wr_wait.wait((wr, inner), Sleep::Exclusive);
@@ -1143,8 +1154,9 @@ impl Pipe {
         wake_by_name: bool,
     ) -> usize {
         let copied = inner.handoffs.fill(src, max, wake_by_name);
-        self.stats.bytes_written.add_locked(copied as u64);
-        self.stats.bytes_direct.add_locked(copied as u64);
+        let stats = &self.stats;
+        inner.counts.bytes_written.add(copied, &stats.bytes_written);
+        inner.counts.bytes_direct.add(copied, &stats.bytes_direct);
         self.publish_handoffs(inner);
         copied
     }
@@ -1194,8 +1206,9 @@ impl Pipe {
                 );
             inner.ring.commit(claim, got);
             self.publish_queued(&inner);
-            self.stats.bytes_written.add_locked(got as u64);
-            self.stats.peak_queued.max_locked(inner.ring.len() as u64);
+            let (stats, queued) = (&self.stats, inner.ring.len());
+            inner.counts.bytes_written.add(got, &stats.bytes_written);
+            inner.counts.peak_queued.raise(queued, &stats.peak_queued);
             copied += got;
             if got < chunk || copied == n {
                 return (inner, copied, wake);
@@ -1234,8 +1247,8 @@ impl Pipe {
         let mut wr = self.take_turn(&self.wr_mutex);
         let mut inner = self.inner.lock();
         let stats = &self.stats;
-        stats.writes.add_locked(1);
-        stats.sync_writes.add_locked(1);
+        inner.counts.writes.add(1, &stats.writes);
+        inner.counts.sync_writes.add(1, &stats.sync_writes);
         let mut slept = false;
         let result = loop {
             if inner.readers == 0 {
@@ -1281,7 +1294,7 @@ impl Pipe {
             self.rd_wait.wake_one(POLLIN);
             self.fasync_readers.kill(POLL_IN);
             if !core::mem::replace(&mut slept, true) {
-                stats.writes_slept.add_locked(1);
+                inner.counts.writes_slept.add(1, &stats.writes_slept);
             }
             let signal;
             ((wr, inner), signal) = self.wait_for_takers((wr, inner), &ticket);
@@ -1291,13 +1304,14 @@ impl Pipe {
                 // stays queued, and the write is done (`Handoffs::detach`).
                 let rest = inner.handoffs.detach(ticket) - taken;
                 self.publish_handoffs(&inner);
-                stats.bytes_written.add_locked((taken + rest) as u64);
+                let queued = taken + rest;
+                inner.counts.bytes_written.add(queued, &stats.bytes_written);
                 break Ok(total);
             }
             let taken = inner.handoffs.withdraw(ticket);
             self.publish_handoffs(&inner);
             written += taken;
-            stats.bytes_written.add_locked(taken as u64);
+            inner.counts.bytes_written.add(taken, &stats.bytes_written);
             if written == total {
                 break Ok(written);
             }
@@ -1322,7 +1336,7 @@ impl Pipe {
         let stats = &self.stats;
         stats.writers_asleep.inc_locked();
         let signal = loop {
-            stats.writer_sleeps.add_locked(1);
+            inner.counts.writer_sleeps.add(1, &stats.writer_sleeps);
             // Shared: the reader that takes the last byte wakes this writer by name.
             let signal;
             ((wr, inner), signal) = self.wr_wait.wait((wr, inner), Sleep::Shared);
@@ -1534,6 +1548,7 @@ mod tests {
                     w_counter: 1,
                     min_need: usize::MAX,
                     handoffs: Handoffs::new(),
+                    counts: Counts::default(),
                 },
                 atomic_max,
                 asleep: KVec::new(),

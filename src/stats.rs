@@ -8,11 +8,15 @@
 //! the pipe, which would count as a reader or writer and might wait.
 //!
 //! Counting is kept off the hot path's costs: a counter is a plain atomic word, read without any
-//! lock. Every counter that only reads and writes update, with the pipe's mutex held (bytes,
-//! calls, sleeps, the peak), is updated by a load and a store: no locked read-modify-write, which
-//! costs more than the rest of a small write under emulation. The others take an atomic add:
-//! `eagain`, which the splice paths bump without the mutex, and the wakeups, which
-//! [`crate::wait::WaitQueue`] counts at every wake call (whether or not it finds a sleeper).
+//! lock. Every counter that only code holding the pipe's mutex changes (bytes, calls, sleeps, the
+//! peak) has its value kept in the pipe's locked state as well ([`Counts`]), and each change is
+//! one store into the published word: no locked read-modify-write, which costs more than the
+//! rest of a small write under emulation, and no load either. (Each operation on a kernel
+//! `Atomic` is a call into C, out of line unless the kernel inlines its Rust helpers; a write
+//! made about ten, which cost a 64-byte write and read about 400 ns under TCG,
+//! logs/bench/NOTES.md, section 16.) The others take an atomic add: `eagain`, which the splice
+//! paths bump without the mutex, and the wakeups, which [`crate::wait::WaitQueue`] counts at
+//! every wake call (whether or not it finds a sleeper).
 
 use crate::cacheline::CacheLine;
 use core::fmt;
@@ -32,16 +36,9 @@ impl Counter {
         Self(Atomic::new(0))
     }
 
-    /// Adds `n`; callers that update this counter hold the pipe's mutex, so no update is lost.
-    pub(crate) fn add_locked(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
-    }
-
-    /// Raises the counter to `n` if it is below; under the pipe's mutex, as `add_locked`.
-    pub(crate) fn max_locked(&self, n: u64) {
-        if n > self.0.load(Relaxed) {
-            self.0.store(n, Relaxed);
-        }
+    /// Publishes `n`, the counter's new value, which a [`Count`] keeps.
+    fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
     }
 
     /// Adds `n` from anywhere.
@@ -120,6 +117,46 @@ impl Stats {
             bytes_direct: Counter::new(),
         }
     }
+}
+
+/// A counter's value, kept by the code that changes it with the pipe's mutex held, which
+/// stores every change into the published [`Counter`].
+#[derive(Default)]
+pub(crate) struct Count(u64);
+
+impl Count {
+    /// Adds `n`, and publishes the sum in `counter`.
+    pub(crate) fn add(&mut self, n: usize, counter: &Counter) {
+        self.0 = self.0.wrapping_add(n as u64);
+        counter.set(self.0);
+    }
+
+    /// Raises the count to `n` if it is below, and publishes it in `counter` if so.
+    pub(crate) fn raise(&mut self, n: usize, counter: &Counter) {
+        let n = n as u64;
+        if n > self.0 {
+            self.0 = n;
+            counter.set(n);
+        }
+    }
+}
+
+/// The values of the [`Stats`] counters that only code holding the pipe's mutex changes, kept in
+/// the pipe's locked state; each field publishes into the [`Stats`] field of its name.
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub(crate) bytes_written: Count,
+    pub(crate) writes: Count,
+    pub(crate) writes_slept: Count,
+    pub(crate) writer_sleeps: Count,
+    pub(crate) peak_queued: Count,
+    pub(crate) sync_writes: Count,
+    pub(crate) bytes_read: Count,
+    pub(crate) reads: Count,
+    pub(crate) reads_slept: Count,
+    pub(crate) reader_sleeps: Count,
+    pub(crate) open_waits: Count,
+    pub(crate) bytes_direct: Count,
 }
 
 /// A number of tasks in some state (asleep in read, asleep in write), changed with the pipe's
@@ -215,13 +252,18 @@ mod tests {
 
     #[test]
     fn counters_add_and_keep_the_peak() {
-        let c = Counter::new();
-        c.add_locked(3);
-        c.add(4);
+        let (c, mut count) = (Counter::new(), Count::default());
+        count.add(3, &c);
+        assert_eq!(c.get(), 3);
+        count.add(4, &c);
         assert_eq!(c.get(), 7);
-        let peak = Counter::new();
-        peak.max_locked(10);
-        peak.max_locked(4);
+        let eagain = Counter::new();
+        eagain.add(4);
+        eagain.add(1);
+        assert_eq!(eagain.get(), 5);
+        let (peak, mut count) = (Counter::new(), Count::default());
+        count.raise(10, &peak);
+        count.raise(4, &peak);
         assert_eq!(peak.get(), 10);
         let g = Gauge::new();
         g.inc_locked();
@@ -233,7 +275,7 @@ mod tests {
     #[test]
     fn one_line_per_counter_in_order() {
         let stats = Stats::new();
-        stats.bytes_written.add_locked(12);
+        Count::default().add(12, &stats.bytes_written);
         stats.open_waits.add(1);
         let show = Show {
             stats: &stats,
