@@ -328,7 +328,7 @@ impl Plan {
     /// number of writes, at least one.
     fn volume(&self, size: usize, capacity: usize) -> usize {
         let base = match size {
-            1 => 128 * KIB,
+            1 => 64 * KIB,
             s if s <= 64 => 8 * MIB,
             s if s <= 512 => 24 * MIB,
             s if s <= 4 * KIB => 48 * MIB,
@@ -675,13 +675,17 @@ fn cell(
                 Err(Fail::Error(e)) => return Err(format!("{label} {}: {e}", o.name())),
             };
             eprintln!(
-                "bench: {label} rep {}/{} {:9}: {:9.2} MiB/s {:9.1} csw/MiB ({:.2}s)",
+                "bench: {label} rep {}/{} {:9}: {:9.2} MiB/s {:9.1} csw/MiB ({:.2}s; writers {}+{}, readers {}+{})",
                 rep + 1,
                 plan.reps,
                 o.name(),
                 t.mib_s(),
                 t.csw_per_mib(),
-                t.secs
+                t.secs,
+                t.writers.voluntary,
+                t.writers.involuntary,
+                t.readers.voluntary,
+                t.readers.involuntary
             );
             res[(o == Obj::Mini) as usize].push(t);
         }
@@ -956,7 +960,12 @@ fn scaling(plan: &Plan) -> Result<J, String> {
 }
 
 /// Write sizes of the `calls` part, and the write-and-read rounds one timing makes of each.
-const CALL_SIZES: [(usize, usize); 3] = [(64, 20_000), (4 * KIB, 10_000), (64 * KIB, 1_000)];
+const CALL_SIZES: [(usize, usize); 4] = [
+    (64, 20_000),
+    (512, 20_000),
+    (4 * KIB, 10_000),
+    (64 * KIB, 1_000),
+];
 
 /// The cost of a call with nobody to wake: one process holds the object open for reading and
 /// writing, and writes `size` bytes then reads them back, `rounds` times; nanoseconds per round.
