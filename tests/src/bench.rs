@@ -198,6 +198,8 @@ impl Obj {
 /// What a run is asked to do.
 struct Plan {
     smoke: bool,
+    /// The guest's CPUs.
+    cpus: usize,
     reps: usize,
     capacities: Vec<usize>,
     write_sizes: Vec<usize>,
@@ -263,6 +265,7 @@ impl Plan {
                 _ => return Err(format!("unknown argument {a:?}")),
             }
         }
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
         let all = [1, 2, 4];
         let grid = all
             .iter()
@@ -271,6 +274,7 @@ impl Plan {
         let mut plan = if smoke {
             Plan {
                 smoke,
+                cpus,
                 reps: reps.unwrap_or(1),
                 capacities: vec![4 * KIB, 64 * KIB],
                 write_sizes: vec![64, 64 * KIB],
@@ -287,6 +291,7 @@ impl Plan {
         } else {
             Plan {
                 smoke,
+                cpus,
                 reps: reps.unwrap_or(9),
                 capacities: vec![4 * KIB, 64 * KIB, MIB],
                 write_sizes: vec![1, 64, 512, 4 * KIB, 64 * KIB, MIB],
@@ -325,10 +330,13 @@ impl Plan {
     /// Bytes one throughput run moves with `size`-byte writes into a `capacity`-byte object:
     /// chosen so that each run takes a few tenths of a second under TCG (1-byte writes cost a
     /// system call per byte; small capacities a context switch per fill), and always a whole
-    /// number of writes, at least one.
+    /// number of writes, at least one. Cells with writes below 512 B that no target looks at
+    /// (all of them on one CPU; on several, all but 64 B into 64 KiB) move a quarter of that,
+    /// which keeps the whole run under ten minutes.
     fn volume(&self, size: usize, capacity: usize) -> usize {
+        let watched = size >= 512 || (size == 64 && capacity == 64 * KIB && self.cpus > 1);
         let base = match size {
-            1 => 64 * KIB,
+            1 => 128 * KIB,
             s if s <= 64 => 8 * MIB,
             s if s <= 512 => 24 * MIB,
             s if s <= 4 * KIB => 48 * MIB,
@@ -339,6 +347,7 @@ impl Plan {
             c if c <= 4 * KIB => base / 2,
             _ => base,
         };
+        let base = if watched { base } else { base / 4 };
         let v = (base as f64 * self.scale) as usize;
         (v / size).max(1) * size
     }
@@ -972,18 +981,26 @@ const CALL_SIZES: [(usize, usize); 4] = [
 /// No one sleeps and no one is woken, so what is left is the system calls, the locking, the
 /// bookkeeping and the copies: what the two pipes spend on each call where they make the same
 /// calls and context switches (the scaling cells on one CPU).
-fn call_round_ns(o: Obj, size: usize, rounds: usize) -> Result<f64, String> {
+///
+/// The buffers sit `rep % 16` pages into larger ones. Under TCG a copy between two pages whose
+/// addresses agree in bits 12 to 19 (the index in the emulator's 256-entry TLB) runs about 14
+/// times slower, and both pipes copy through the same kernel page round after round (mini_pipe
+/// rewinds its empty ring, the FIFO reuses its page): with the same buffers in every
+/// repetition, one such pair would slow them all (logs/bench/NOTES.md, section 16).
+fn call_round_ns(o: Obj, size: usize, rounds: usize, rep: usize) -> Result<f64, String> {
     let mut f = open(o.path(), true, true, 0).map_err(|e| format!("open {}: {e}", o.path()))?;
     if o == Obj::Fifo {
         fcntl(&f, FcntlArg::F_SETPIPE_SZ(DEFAULT_CAPACITY as i32))
             .map_err(|e| format!("F_SETPIPE_SZ: {e}"))?;
     }
-    let out = vec![0x5au8; size];
-    let mut back = vec![0u8; size];
+    let at = rep % 16 * 4 * KIB;
+    let out = vec![0x5au8; at + size];
+    let mut back = vec![0u8; at + size];
+    let (out, back) = (&out[at..], &mut back[at..]);
     let start = now_ns();
     for _ in 0..rounds {
-        f.write_all(&out).map_err(|e| format!("write: {e}"))?;
-        f.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+        f.write_all(out).map_err(|e| format!("write: {e}"))?;
+        f.read_exact(back).map_err(|e| format!("read: {e}"))?;
     }
     Ok((now_ns() - start) as f64 / rounds as f64)
 }
@@ -998,7 +1015,7 @@ fn calls(plan: &Plan) -> Result<J, String> {
         let mut ns: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         for rep in 0..plan.reps {
             for o in Obj::order(rep) {
-                ns[(o == Obj::Mini) as usize].push(call_round_ns(o, size, rounds)?);
+                ns[(o == Obj::Mini) as usize].push(call_round_ns(o, size, rounds, rep)?);
             }
         }
         let (fifo, mini) = (median(&ns[0]), median(&ns[1]));
