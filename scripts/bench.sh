@@ -9,7 +9,7 @@
 # documents, scripts/bench-report.py writes logs/bench/bench.json (the measurements and the
 # environment: kernel, accelerator, CPUs, commit), bench.md (the tables with the mini_pipe/FIFO
 # ratios, and the targets) and bench.png (throughput against write size). --smoke runs the
-# seconds-long subset and writes to logs/bench/smoke/ instead. The full run takes 8 to 12
+# seconds-long subset and writes to logs/bench/smoke/ instead. The full run takes 8 to 10
 # minutes under TCG. --series S benchmarks that kernel series (kernel/pins/S.sh) instead of the
 # newest, and writes to logs/bench/S/ (logs/bench/smoke/S/).
 # A transfer that stalls (a lost wakeup) fails the run, smoke or full: the files are written,
