@@ -19,17 +19,19 @@
 //! `EPOLLOUT | EPOLLWRNORM` on `wr_wait` for room), so a poller waiting for one never takes a
 //! wakeup meant for a task waiting for the other ([`crate::wait`]). As in fs/pipe.c, the wakeup
 //! that moves data along (a writer waking a reader, a reader waking a writer) comes once the
-//! bytes are committed and the mutex dropped. Three things differ on a machine with more than
+//! bytes are committed and the mutex dropped. Four things differ on a machine with more than
 //! one CPU, all so that the two sides run at once instead of by turns:
 //!
 //! - a copy larger than [`RING_CHUNK`] is made and committed a chunk at a time, waking the other
 //!   side after the first, so that it copies the bytes (or into the room) of one chunk while
 //!   this side copies the next;
+//! - a reader with nothing to read that finds a writer copying bytes in, or a writer without
+//!   room that finds a reader copying out enough, waits for the copier's turn to end, spinning
+//!   on its mutex while the copier runs, rather than sleep ([`Pipe::await_turn`]);
 //! - a copy that fills the ring (a write) or empties it (a read) wakes the sleepers on the other
 //!   side before it runs ([`SLEEPERS`]: pollers are woken only after the commit, when there is
-//!   something to see), and a sleeper so woken that finds the copy still running waits for the
-//!   copier's turn to end, spinning on its mutex while the copier runs, rather than sleep again:
-//!   its wake-up overlaps the copy;
+//!   something to see), and a sleeper so woken finds the copy still running and waits for it as
+//!   above: its wake-up overlaps the copy;
 //! - the wakeup after a copy is a plain one, not fs/pipe.c's sync one ([`Pipe::sync_wakeups`]).
 //!
 //! On one CPU nothing can run while a copy does, so none of that would help: every copy is made
@@ -776,8 +778,8 @@ impl Pipe {
                 self.stats.eagain.add(1);
                 break Err(EAGAIN);
             }
-            if self.smp && inner.ring.write_claim_fills() {
-                // A writer is filling the ring: wait for its copy rather than sleep.
+            if self.smp && inner.ring.write_claimed() > 0 {
+                // A writer is copying bytes in: wait for its copy rather than sleep.
                 (rd, inner) = self.await_turn((rd, inner), &self.wr_mutex);
                 continue;
             }
@@ -923,11 +925,12 @@ impl Pipe {
     /// Waits until the other side's turn ends (`other`: its `rd_mutex` or `wr_mutex`), with
     /// none of this side's locks held, then takes them again.
     ///
-    /// A reader (writer) that finds the whole ring claimed by a writer filling it (a reader
-    /// emptying it) waits this way rather than sleep again: the copier gives up its turn as
-    /// soon as its copy is committed, and the mutex spins while its owner runs, so the wait
-    /// overlaps the copy. Nothing of this side is held meanwhile, so the two sides never wait
-    /// for each other.
+    /// A reader with nothing to read that finds a writer copying bytes in (a writer without
+    /// room enough that finds a reader copying out what would make it) waits this way rather
+    /// than sleep: the copier gives up its turn soon after its copy is committed, and the
+    /// mutex spins while its owner runs, so the wait overlaps the copy and costs no context
+    /// switch, where a sleep costs one and a wakeup. Nothing of this side is held meanwhile, so
+    /// the two sides never wait for each other.
     fn await_turn<'a>(&self, held: Locked<'a>, other: &Mutex<()>) -> Locked<'a> {
         let locks = held.unlock();
         drop(other.lock());
@@ -1092,8 +1095,10 @@ impl Pipe {
                 self.stats.eagain.add(u64::from(written == 0));
                 break count_or(written, EAGAIN);
             }
-            if self.smp && inner.ring.read_claim_empties() {
-                // A reader is emptying the ring: wait for its copy rather than sleep.
+            let claimed = inner.ring.read_claimed();
+            if self.smp && claimed > 0 && room + claimed >= need {
+                // A reader is copying out what makes room enough: wait for its copy rather
+                // than sleep.
                 (wr, inner) = self.await_turn((wr, inner), &self.rd_mutex);
                 continue;
             }
@@ -1304,8 +1309,11 @@ impl Pipe {
                 // stays queued, and the write is done (`Handoffs::detach`).
                 let rest = inner.handoffs.detach(ticket) - taken;
                 self.publish_handoffs(&inner);
-                let queued = taken + rest;
-                inner.counts.bytes_written.add(queued, &stats.bytes_written);
+                let committed = taken + rest;
+                inner
+                    .counts
+                    .bytes_written
+                    .add(committed, &stats.bytes_written);
                 break Ok(total);
             }
             let taken = inner.handoffs.withdraw(ticket);

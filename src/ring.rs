@@ -145,16 +145,14 @@ impl Ring {
         self.buf.claim_write(self.head(), max.min(self.room()))
     }
 
-    /// Whether a writer is copying into all of the ring's room, without the mutex.
-    pub(crate) fn write_claim_fills(&self) -> bool {
-        let claimed = self.buf.write_len();
-        claimed > 0 && claimed == self.room()
+    /// The bytes a writer is copying into the ring, without the mutex: queued once it is done.
+    pub(crate) fn write_claimed(&self) -> usize {
+        self.buf.write_len()
     }
 
-    /// Whether a reader is copying all of the ring's bytes out, without the mutex.
-    pub(crate) fn read_claim_empties(&self) -> bool {
-        let claimed = self.buf.read_len();
-        claimed > 0 && claimed == self.len()
+    /// The bytes a reader is copying out of the ring, without the mutex: room once it is done.
+    pub(crate) fn read_claimed(&self) -> usize {
+        self.buf.read_len()
     }
 
     /// Hands back a write claim, of which the first `n` bytes were filled: they are queued.
