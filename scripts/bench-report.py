@@ -275,20 +275,35 @@ def markdown(runs, env):
     return "\n".join(L)
 
 
+# The columns every table of a FIFO against mini_pipe moving bytes has after those that name
+# its cell: the throughput tables, the seeds' reference, the rendezvous and the scaling tables.
+MOVED_COLUMNS = ("MiB moved", "FIFO MiB/s", "mini_pipe MiB/s", "ratio", "FIFO csw/MiB",
+                 "mini_pipe csw/MiB", "ratio", "stalls FIFO/mini_pipe")
+
+
+def add_moved_header(names, add):
+    """The header of a table of cells named by the columns `names`, then MOVED_COLUMNS."""
+    columns = (*names, *MOVED_COLUMNS)
+    add("| " + " | ".join(columns) + " |")
+    add("|" + "---|" * len(columns))
+
+
+def moved_row(names, c):
+    """A row of such a table: the cell's `names`, then its MOVED_COLUMNS."""
+    f, m = c["fifo"], c["mini_pipe"]
+    values = (*names, fmt(c["bytes"] / 2**20), fmt(f["mib_s"]), fmt(m["mib_s"]),
+              ratio(c["ratio_mib_s"]), fmt(f["csw_per_mib"], 1), fmt(m["csw_per_mib"], 1),
+              ratio(c["ratio_csw_per_mib"]), f"{f['stalls']}/{m['stalls']}")
+    return "| " + " | ".join(values) + " |"
+
+
 def add_tp_header(add):
     """The header of a throughput table (the one-writer cells and the seeds' reference)."""
-    add("| capacity | write | MiB moved | FIFO MiB/s | mini_pipe MiB/s | ratio | "
-        "FIFO csw/MiB | mini_pipe csw/MiB | ratio | stalls FIFO/mini_pipe |")
-    add("|---|---|---|---|---|---|---|---|---|---|")
+    add_moved_header(("capacity", "write"), add)
 
 
 def tp_row(c):
-    f, m = c["fifo"], c["mini_pipe"]
-    return (f"| {size_name(c['capacity'])} | {size_name(c['write_size'])} | "
-            f"{fmt(c['bytes'] / 2**20)} | {fmt(f['mib_s'])} | {fmt(m['mib_s'])} | "
-            f"{ratio(c['ratio_mib_s'])} | {fmt(f['csw_per_mib'], 1)} | "
-            f"{fmt(m['csw_per_mib'], 1)} | {ratio(c['ratio_csw_per_mib'])} | "
-            f"{f['stalls']}/{m['stalls']} |")
+    return moved_row((size_name(c["capacity"]), size_name(c["write_size"])), c)
 
 
 def add_kinds(cells, label, add):
@@ -362,15 +377,9 @@ def run_markdown(run, add):
             "mini_pipe with O_DSYNC and waits for the reader in the same way (its bytes skip "
             "the ring).")
         add("")
-        add("| mode | write and read | MiB moved | FIFO MiB/s | mini_pipe MiB/s | ratio | "
-            "FIFO csw/MiB | mini_pipe csw/MiB | ratio | stalls FIFO/mini_pipe |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
+        add_moved_header(("mode", "write and read"), add)
         for c in rv["throughput"]:
-            f, m = c["fifo"], c["mini_pipe"]
-            add(f"| {c['mode']} | {size_name(c['write_size'])} | {fmt(c['bytes'] / 2**20)} | "
-                f"{fmt(f['mib_s'])} | {fmt(m['mib_s'])} | {ratio(c['ratio_mib_s'])} | "
-                f"{fmt(f['csw_per_mib'], 1)} | {fmt(m['csw_per_mib'], 1)} | "
-                f"{ratio(c['ratio_csw_per_mib'])} | {f['stalls']}/{m['stalls']} |")
+            add(moved_row((c["mode"], size_name(c["write_size"])), c))
         add("")
         add("Ping-pong: two processes send a message back and forth through two pipes (a load "
             "with pipes=2; two FIFOs), each round trip timed by the side that starts it.")
@@ -393,15 +402,9 @@ def run_markdown(run, add):
         add("Each writer writes its share in 4 KiB writes, each reader reads with a 4 KiB buffer; "
             "capacity 64 KiB.")
         add("")
-        add("| writers x readers | MiB moved | FIFO MiB/s | mini_pipe MiB/s | ratio | "
-            "FIFO csw/MiB | mini_pipe csw/MiB | ratio | stalls FIFO/mini_pipe |")
-        add("|---|---|---|---|---|---|---|---|---|")
+        add_moved_header(("writers x readers",), add)
         for c in sc:
-            f, m = c["fifo"], c["mini_pipe"]
-            add(f"| {cell_name(c)} | {fmt(c['bytes'] / 2**20)} | "
-                f"{fmt(f['mib_s'])} | {fmt(m['mib_s'])} | {ratio(c['ratio_mib_s'])} | "
-                f"{fmt(f['csw_per_mib'], 1)} | {fmt(m['csw_per_mib'], 1)} | "
-                f"{ratio(c['ratio_csw_per_mib'])} | {f['stalls']}/{m['stalls']} |")
+            add(moved_row((cell_name(c),), c))
         add("")
         add_kinds(sc, "writers x readers", add)
     calls = run.get("calls")
