@@ -26,12 +26,12 @@
 //!   side after the first, so that it copies the bytes (or into the room) of one chunk while
 //!   this side copies the next;
 //! - a reader with nothing to read that finds a writer copying bytes in, or a writer without
-//!   room that finds a reader copying out enough, waits for the copier's turn to end, spinning
-//!   on its mutex while the copier runs, rather than sleep ([`Pipe::await_turn`]);
+//!   room that finds a reader copying out enough, waits for that copy to be committed, spinning
+//!   on a mutex the copier holds meanwhile, rather than sleep ([`Pipe::await_copy`]);
 //! - a copy that fills the ring (a write) or empties it (a read) wakes the sleepers on the other
 //!   side before it runs ([`SLEEPERS`]: pollers are woken only after the commit, when there is
-//!   something to see), and a sleeper so woken finds the copy still running and waits for it as
-//!   above: its wake-up overlaps the copy;
+//!   something to see), and a sleeper so woken that finds the copy still running waits for it
+//!   as above: its wake-up overlaps the copy;
 //! - the wakeup after a copy is a plain one, not fs/pipe.c's sync one ([`Pipe::sync_wakeups`]).
 //!
 //! On one CPU nothing can run while a copy does, so none of that would help: every copy is made
@@ -312,10 +312,17 @@ pub(crate) struct Pipe {
     /// `inner`, and released while the reader sleeps.
     #[pin]
     rd_mutex: Mutex<()>,
+    /// Held by the reader whose copy runs without `inner`, from its claim to its commit: what a
+    /// writer waiting for that copy waits on ([`Pipe::await_copy`]).
+    #[pin]
+    rd_copy: Mutex<()>,
     _wr_line: CacheLine,
     /// Writers take turns, as readers do: one at a time claims and fills the ring's room.
     #[pin]
     wr_mutex: Mutex<()>,
+    /// `rd_copy`'s counterpart for a writer's copy.
+    #[pin]
+    wr_copy: Mutex<()>,
     _wait_line: CacheLine,
     /// Readers wait here for data, and opens wait here for a partner (as in fs/pipe.c);
     /// poll and epoll wait here for readability.
@@ -368,8 +375,10 @@ impl Pipe {
             }),
             _rd_line: CacheLine::new(),
             rd_mutex <- new_mutex!((), "mini_pipe::rd_mutex"),
+            rd_copy <- new_mutex!((), "mini_pipe::rd_copy"),
             _wr_line: CacheLine::new(),
             wr_mutex <- new_mutex!((), "mini_pipe::wr_mutex"),
+            wr_copy <- new_mutex!((), "mini_pipe::wr_copy"),
             _wait_line: CacheLine::new(),
             rd_wait <- new_wait_queue!("mini_pipe::rd_wait"),
             wr_wait <- new_wait_queue!("mini_pipe::wr_wait"),
@@ -753,6 +762,9 @@ impl Pipe {
         // Set once this reader has slept: it was woken exclusively, so if data is left after
         // it has taken its share, it passes the wakeup on (fs/pipe.c: `wake_next_reader`).
         let mut woken = false;
+        // Set once this reader has waited for a writer's copy ([`Pipe::await_copy`]), which it
+        // does at most once between two sleeps: a wait that cannot be interrupted stays short.
+        let mut awaited = false;
         // The writers to wake once the mutex is dropped (fs/pipe.c: `wake_writer`).
         let mut wake_writers = Wake::Nobody;
         let result = loop {
@@ -778,9 +790,10 @@ impl Pipe {
                 self.stats.eagain.add(1);
                 break Err(EAGAIN);
             }
-            if self.smp && inner.ring.write_claimed() > 0 {
+            if self.smp && !awaited && inner.ring.write_claimed() > 0 {
                 // A writer is copying bytes in: wait for its copy rather than sleep.
-                (rd, inner) = self.await_turn((rd, inner), &self.wr_mutex);
+                awaited = true;
+                (rd, inner) = self.await_copy((rd, inner), &self.wr_copy);
                 continue;
             }
             let budget = inner.handoffs.pin_budget();
@@ -819,6 +832,7 @@ impl Pipe {
                 return Err(ERESTARTSYS);
             }
             woken = true;
+            awaited = false;
         };
         let wake_next_reader = woken && inner.readable();
         drop(inner);
@@ -884,12 +898,13 @@ impl Pipe {
                     Wake::All => self.wr_wait.wake_all(SLEEPERS),
                 }
             }
-            let got;
-            (inner, got) = self.copy_claimed(inner, chunk, || {
+            let (got, copying);
+            (inner, got, copying) = self.copy_claimed(inner, chunk, &self.rd_copy, || {
                 claim.copy_with(|seg| dst.copy_to_iter(seg))
             });
             let before = inner.ring.room();
             inner.ring.consume(claim, got);
+            drop(copying);
             self.publish_queued(&inner);
             inner.counts.bytes_read.add(got, &self.stats.bytes_read);
             copied += got;
@@ -905,35 +920,46 @@ impl Pipe {
 
     /// Runs `copy`, a copy of `bytes` bytes under a claim, without the mutex, unless it is
     /// smaller than `unlocked_min`: for a few bytes, dropping the mutex and taking it again
-    /// costs more than the other side could do meanwhile. Returns the guard and what `copy`
-    /// returned.
-    fn copy_claimed<'a>(
+    /// costs more than the other side could do meanwhile. Returns the guard, what `copy`
+    /// returned, and, for a copy made without the mutex, `copying` (this side's `rd_copy` or
+    /// `wr_copy`) held, for the caller to let go once the claim is handed back: the other side
+    /// waits on it for this copy ([`Pipe::await_copy`]).
+    ///
+    /// `copying` is only tried, with `inner` held: a try never waits, so `inner` is never
+    /// waited for with it and it with `inner` in opposite orders. It is free but for an
+    /// instant, when a waiter of an earlier copy takes and drops it; the copy then goes on
+    /// without it, and a waiter finds it free, the claim still out, and sleeps instead.
+    fn copy_claimed<'a, 'b>(
         &self,
         inner: MutexGuard<'a, PipeInner>,
         bytes: usize,
+        copying: &'b Mutex<()>,
         copy: impl FnOnce() -> usize,
-    ) -> (MutexGuard<'a, PipeInner>, usize) {
+    ) -> (MutexGuard<'a, PipeInner>, usize, Option<MutexGuard<'b, ()>>) {
         if bytes < self.unlocked_min() {
-            return (inner, copy());
+            return (inner, copy(), None);
         }
+        let held = copying.try_lock();
         let lock = inner.lock_ref();
         drop(inner);
         let copied = copy();
-        (lock.lock(), copied)
+        (lock.lock(), copied, held)
     }
 
-    /// Waits until the other side's turn ends (`other`: its `rd_mutex` or `wr_mutex`), with
-    /// none of this side's locks held, then takes them again.
+    /// Waits until the copy the other side is making without the mutex has been handed back
+    /// (`copying`: its `rd_copy` or `wr_copy`, [`Pipe::copy_claimed`]), with none of this side's
+    /// locks held, then takes them again.
     ///
     /// A reader with nothing to read that finds a writer copying bytes in (a writer without
     /// room enough that finds a reader copying out what would make it) waits this way rather
-    /// than sleep: the copier gives up its turn soon after its copy is committed, and the
-    /// mutex spins while its owner runs, so the wait overlaps the copy and costs no context
-    /// switch, where a sleep costs one and a wakeup. Nothing of this side is held meanwhile, so
-    /// the two sides never wait for each other.
-    fn await_turn<'a>(&self, held: Locked<'a>, other: &Mutex<()>) -> Locked<'a> {
+    /// than sleep: the mutex spins while its owner runs, so the wait overlaps the copy, and
+    /// when the copier runs it costs no context switch, where a sleep costs one and a wakeup.
+    /// The wait is one copy of at most a [`RING_CHUNK`], and cannot be interrupted, so `read`
+    /// and `write` wait so at most once between two sleeps. Nothing of this side is held
+    /// meanwhile, so the two sides never wait for each other.
+    fn await_copy<'a>(&self, held: Locked<'a>, copying: &Mutex<()>) -> Locked<'a> {
         let locks = held.unlock();
-        drop(other.lock());
+        drop(copying.lock());
         Locked::relock(locks)
     }
 
@@ -1041,6 +1067,9 @@ impl Pipe {
         // have taken a wakeup meant for it), so it passes the wakeup on when it leaves room that
         // another writer could use (fs/pipe.c: `wake_next_writer`).
         let mut woken = false;
+        // Set once this writer has waited for a reader's copy, at most once between two sleeps
+        // (as in `read`).
+        let mut awaited = false;
         // Readers to wake once the bytes are in and the mutex dropped: on `rd_wait`, for the
         // ring's bytes, and on `slot_wait`, for a slot's.
         let mut wake_readers = false;
@@ -1096,10 +1125,11 @@ impl Pipe {
                 break count_or(written, EAGAIN);
             }
             let claimed = inner.ring.read_claimed();
-            if self.smp && claimed > 0 && room + claimed >= need {
+            if self.smp && !awaited && claimed > 0 && room + claimed >= need {
                 // A reader is copying out what makes room enough: wait for its copy rather
                 // than sleep.
-                (wr, inner) = self.await_turn((wr, inner), &self.rd_mutex);
+                awaited = true;
+                (wr, inner) = self.await_copy((wr, inner), &self.rd_copy);
                 continue;
             }
             // About to sleep for room. Readers that poll hear of the bytes now, not once the
@@ -1126,6 +1156,7 @@ impl Pipe {
             ((wr, inner), signal) = self.wr_wait.wait((wr, inner), Sleep::Exclusive);
             stats.writers_asleep.dec_locked();
             woken = true;
+            awaited = false;
             if signal {
                 break count_or(written, ERESTARTSYS);
             }
@@ -1200,8 +1231,8 @@ impl Pipe {
                     self.rd_wait.wake_one(SLEEPERS);
                 }
             }
-            let got;
-            (inner, got) = self.copy_claimed(inner, chunk, || {
+            let (got, copying);
+            (inner, got, copying) = self.copy_claimed(inner, chunk, &self.wr_copy, || {
                 claim.copy_with(|seg| src.copy_from_iter(seg))
             });
             let wake = got > 0
@@ -1210,6 +1241,7 @@ impl Pipe {
                     self.pseudo_edgetrigger.load(Relaxed),
                 );
             inner.ring.commit(claim, got);
+            drop(copying);
             self.publish_queued(&inner);
             let (stats, queued) = (&self.stats, inner.ring.len());
             inner.counts.bytes_written.add(got, &stats.bytes_written);

@@ -145,12 +145,12 @@ impl Ring {
         self.buf.claim_write(self.head(), max.min(self.room()))
     }
 
-    /// The bytes a writer is copying into the ring, without the mutex: queued once it is done.
+    /// The bytes of the write claim out, which a writer is copying in: queued once committed.
     pub(crate) fn write_claimed(&self) -> usize {
         self.buf.write_len()
     }
 
-    /// The bytes a reader is copying out of the ring, without the mutex: room once it is done.
+    /// The bytes of the read claim out, which a reader is copying out: room once handed back.
     pub(crate) fn read_claimed(&self) -> usize {
         self.buf.read_len()
     }
