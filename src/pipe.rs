@@ -299,9 +299,10 @@ struct Unlocked {
 /// The one pipe behind `/dev/mini_pipe`, shared by every open file.
 ///
 /// Laid out for a reader and a writer on two CPUs ([`crate::cacheline`]): the mutex with the
-/// ring's indices in its cache line; each side's turn (`rd_mutex`, `wr_mutex`) on a line of its
-/// own; the wait queues; what poll reads ([`Unlocked`]) and the counters ([`Stats`]) on lines
-/// of their own; last what no read or write changes.
+/// ring's indices in its cache line; each side's turn and copy mutexes (`rd_mutex` and
+/// `rd_copy`, `wr_mutex` and `wr_copy`), which only that side takes but for a waiter, on a line
+/// per side; the wait queues; what poll reads ([`Unlocked`]) and the counters ([`Stats`]) on
+/// lines of their own; last what no read or write changes.
 #[pin_data]
 #[repr(C)]
 pub(crate) struct Pipe {
@@ -1124,24 +1125,27 @@ impl Pipe {
                 self.stats.eagain.add(u64::from(written == 0));
                 break count_or(written, EAGAIN);
             }
+            // A reader copying out what makes room enough is waited for rather than slept on.
             let claimed = inner.ring.read_claimed();
-            if self.smp && !awaited && claimed > 0 && room + claimed >= need {
-                // A reader is copying out what makes room enough: wait for its copy rather
-                // than sleep.
+            let awaits_copy = self.smp && !awaited && claimed > 0 && room + claimed >= need;
+            // About to wait for room, for that copy or asleep. Readers that poll hear of the
+            // bytes now, not once the write is done, which may be never if they are the ones to
+            // make room; so do the `SIGIO` users among them (pipe.c wakes and signals before
+            // its wait, too). The wakeup is a sync one only before a sleep: a writer waiting
+            // for a copy runs on.
+            if core::mem::take(&mut wake_readers) {
+                self.wake_reader(!awaits_copy);
+            }
+            if core::mem::take(&mut wake_slot) {
+                // Slots are filled on one CPU only, where nothing waits for a copy.
+                self.slot_wait.wake_one_sync(ANY);
+            }
+            self.fasync_readers.kill(POLL_IN);
+            if awaits_copy {
                 awaited = true;
                 (wr, inner) = self.await_copy((wr, inner), &self.rd_copy);
                 continue;
             }
-            // About to sleep for room. Readers that poll hear of the bytes now, not once the
-            // write is done, which may be never if they are the ones to make room; so do the
-            // `SIGIO` users among them (pipe.c wakes and signals before its wait, too).
-            if core::mem::take(&mut wake_readers) {
-                self.rd_wait.wake_one_sync(POLLIN);
-            }
-            if core::mem::take(&mut wake_slot) {
-                self.slot_wait.wake_one_sync(ANY);
-            }
-            self.fasync_readers.kill(POLL_IN);
             // A woken writer that cannot use the room it found must not keep the wakeup from
             // one that could.
             let wake = inner.writer_sleeps(need, woken, self.atomic_max);
