@@ -19,7 +19,7 @@ top := $(CURDIR)
 # rustfmt follows the crate root's `mod` items to the other files.
 rustfmt = rustfmt --edition 2021 --color never --config-path $(top)/kernel/rustfmt.toml mini_pipe.rs
 
-.PHONY: modules clean fmt fmtcheck clippy rust-analyzer kernel demo check mutants logs help
+.PHONY: modules clean fmt fmtcheck clippy rust-analyzer kernel demo check mutants logs insns help
 
 ## modules: build mini_pipe.ko against KDIR (the default target)
 modules:
@@ -71,6 +71,10 @@ logs:
 ## bench: benchmark mini_pipe against a FIFO in the VM; writes logs/bench/ (minutes; SERIES=7.2: logs/bench/7.2/)
 bench:
 	@scripts/bench.sh
+
+## insns: count the instructions each pipe executes per KiB in the bench's transfers, 1 vCPU; writes logs/bench/insns-1cpu.md (minutes; SERIES=7.2, SMP=2)
+insns:
+	@scripts/insn-count.sh $(if $(SERIES),--series $(SERIES)) $(if $(SMP),--smp $(SMP))
 
 ## help: list the targets
 help:

@@ -2,7 +2,8 @@
 # Boot a test kernel in QEMU with mini_pipe loaded, run one command as root in the guest.
 #
 # usage: scripts/vm.sh [--add FILE]... [--param NAME=VALUE]... [--series S] [--kernel NAME]
-#                      [--no-load] [--timeout SECONDS] [--smp N] [--mem SIZE] -- COMMAND [ARGS...]
+#                      [--no-load] [--timeout SECONDS] [--smp N] [--mem SIZE] [--plugin SO]
+#                      -- COMMAND [ARGS...]
 #
 #   --add FILE          copy FILE into the guest's /extra/ (repeatable; /extra is on PATH)
 #   --param NAME=VALUE  module parameter for insmod (repeatable)
@@ -12,6 +13,8 @@
 #   --timeout SECONDS   bound on the whole VM run; on expiry exit 124 (default: 600)
 #   --smp N             virtual CPUs (default: 2)
 #   --mem SIZE          guest memory (default: 512M)
+#   --plugin SO         load this QEMU TCG plugin; what it writes goes to plugin.log in the
+#                       run directory (scripts/insn-count.sh)
 #
 # The guest is the test kernel with a busybox initramfs holding the module, the project's
 # test programs (on PATH) and the --add files. COMMAND's output streams to stdout; this
@@ -26,10 +29,10 @@
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-usage() { sed -n 4,5p "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n 4,6p "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 say() { printf 'vm: %s\n' "$*" >&2; }
 
-adds=() params=() series=() kernel=standard load=1 timeout=600 smp=2 mem=512M
+adds=() params=() series=() kernel=standard load=1 timeout=600 smp=2 mem=512M plugin=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--add) [ $# -ge 2 ] || usage; adds+=("$2"); shift 2 ;;
@@ -40,7 +43,8 @@ while [ $# -gt 0 ]; do
 	--timeout) [ $# -ge 2 ] || usage; timeout=$2; shift 2 ;;
 	--smp) [ $# -ge 2 ] || usage; smp=$2; shift 2 ;;
 	--mem) [ $# -ge 2 ] || usage; mem=$2; shift 2 ;;
-	-h | --help) sed -n 2,25p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--plugin) [ $# -ge 2 ] || usage; plugin=$2; shift 2 ;;
+	-h | --help) sed -n 2,28p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	--) shift; break ;;
 	*) say "unknown option: $1"; usage ;;
 	esac
@@ -117,6 +121,7 @@ qemu=(qemu-system-x86_64 "${accel_opts[@]}" -smp "$smp" -m "$mem"
 	-append "console=ttyS0 panic=-1 printk.devkmsg=on"
 	-display none -monitor none -no-reboot
 	-serial "file:$run/console.log" -serial "file:$run/output.log")
+[ -z "$plugin" ] || qemu+=(-plugin "$plugin" -d plugin -D "$run/plugin.log")
 echo "${qemu[*]}" >"$run/qemu.cmd"
 touch "$run/output.log"
 set +e

@@ -236,6 +236,7 @@ impl Plan {
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--smoke" => smoke = true,
+                "--count-insns" => crate::insns::enable(),
                 "--reps" => {
                     reps = Some(
                         it.next()
@@ -620,6 +621,7 @@ fn transfer(
     );
     let mut run = || -> Result<(u64, u64, u64, Switches, Switches), String> {
         // Readers first, so that they are waiting when the data comes.
+        crate::insns::open();
         for p in rs.iter_mut().chain(ws.iter_mut()) {
             p.go()?;
         }
@@ -637,6 +639,7 @@ fn transfer(
             end = end.max(num(&d, 2)?);
             r_csw.add(&d)?;
         }
+        crate::insns::close();
         Ok((start, end, bytes, w_csw, r_csw))
     };
     let result = run();
@@ -696,6 +699,10 @@ fn cell(
                 t.readers.voluntary,
                 t.readers.involuntary
             );
+            if crate::insns::enabled() {
+                // What scripts/insn-count.sh pairs with the plugin's count for this window.
+                eprintln!("bench: insns-window {label}|{}|{}", o.name(), t.bytes);
+            }
             res[(o == Obj::Mini) as usize].push(t);
         }
     }
@@ -1270,7 +1277,8 @@ pub fn run(args: &[String]) -> i32 {
             eprintln!("bench: {e}");
             eprintln!(
                 "usage: mini_pipe_test bench [--smoke] [--reps N] [--scale F] \\
-                 [--capacities N,...] [--sizes N,...] [--parts throughput,latency,scaling,calls,seeds,rendezvous]"
+                 [--capacities N,...] [--sizes N,...] [--parts throughput,latency,scaling,calls,seeds,rendezvous] \\
+                 [--count-insns]"
             );
             return 2;
         }

@@ -18,6 +18,7 @@ mod devices;
 mod diff;
 mod fuzz;
 mod helpers;
+mod insns;
 mod reliability;
 mod rendezvous;
 mod util;
