@@ -110,7 +110,31 @@ def tp_reason(c, run):
     if call:
         parts.append(f"a {size_name(size)} write and read with nobody to wake: "
                      f"{ratio(call['ratio_speed'])} the FIFO's speed")
+    insns = run.get("insns")
+    cell = (insns or {}).get("insns_per_kib", {}).get(insns_label(c))
+    if cell:
+        parts.append(f"instructions per KiB moved: {cell['ratio']:.2f}x the FIFO's "
+                     f"({insns['file']}, commit {insns['commit'][:7]})")
     return "; ".join(parts)
+
+
+def insns_label(c):
+    """The label scripts/insn-count.sh gives a throughput or scaling cell (the bench's)."""
+    if "writers" in c:
+        return f"scaling {c['writers']}x{c['readers']}"
+    return f"capacity {c.get('capacity')} write {c.get('write_size')}"
+
+
+def load_insns(out_dir, runs):
+    """Attaches to each run the instruction counts of `make insns` on as many vCPUs, if that
+    file is there (insns-Ncpu.json): what a cell that misses its target is quoted with."""
+    for run in runs:
+        name = f"insns-{run['guest']['cpus']}cpu.json"
+        try:
+            with open(os.path.join(out_dir, name)) as f:
+                run["insns"] = {"file": name.replace(".json", ".md"), **json.load(f)}
+        except FileNotFoundError:
+            pass
 
 
 def cell_name(c):
@@ -493,6 +517,7 @@ def main():
     with open(os.path.join(args.out_dir, "bench.json"), "w") as f:
         json.dump({"environment": env, "runs": runs}, f, indent=1)
         f.write("\n")
+    load_insns(args.out_dir, runs)
     with open(os.path.join(args.out_dir, "bench.md"), "w") as f:
         f.write(markdown(runs, env))
     plot(runs, env, os.path.join(args.out_dir, "bench.png"))

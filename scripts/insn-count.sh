@@ -8,10 +8,11 @@
 # --count-insns` there: by default the throughput and scaling tables, 3 repetitions (bench
 # arguments after -- replace those). Each transfer is a window, in which the plugin counts
 # every instruction any vCPU executes (writers, readers, kernel, scheduler). Writes
-# logs/bench/insns-Ncpu.md (logs/bench/S/ for another series): per cell, the FIFO's and
-# mini_pipe's instructions per KiB moved (medians over the repetitions) and their ratio, which
-# vary by about 1% between runs where times under TCG vary by a third. The times the bench
-# measures meanwhile are of an instrumented emulator, and are not kept. A few minutes.
+# logs/bench/insns-Ncpu.md and .json (logs/bench/S/ for another series): per cell, the FIFO's
+# and mini_pipe's instructions per KiB moved (medians over the repetitions) and their ratio,
+# which vary by about 1% between runs where times under TCG vary by a third; bench-report.py
+# quotes the ratio for a bench cell that misses its target. The times the bench measures
+# meanwhile are of an instrumented emulator, and are not kept. A few minutes.
 set -euo pipefail
 
 usage() { sed -n 4p "$0" | sed 's/^# //' >&2; exit 2; }
@@ -42,7 +43,7 @@ fi
 out="$top/logs/bench"
 [ "$series" = "$KERNEL_SERIES_NEWEST" ] || out=$out/$series
 mkdir -p "$out"
-report="$out/insns-${smp}cpu.md"
+report="$out/insns-${smp}cpu.md" data="$out/insns-${smp}cpu.json"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # Plugins run under TCG only.
@@ -53,9 +54,10 @@ for _ in $(seq 50); do grep -aq '^vm: .*logs in' "$tmp/vm.log" && break; sleep 0
 kernel=$(grep -ao 'Linux version [^ ]*' "$tmp/vm.log" | tail -n1)
 commit=$(git -C "$top" rev-parse HEAD)
 git -C "$top" diff --quiet HEAD -- . ':!logs' 2>/dev/null || commit="$commit (with uncommitted changes)"
-python3 - "$tmp/guest.log" "$tmp/run/plugin.log" "$kernel" "$commit" "$smp" "${args[*]}" >"$report" <<'PY'
-import re, statistics, sys
-guest, plugin, kernel, commit, smp, args = sys.argv[1:]
+python3 - "$tmp/guest.log" "$tmp/run/plugin.log" "$kernel" "$commit" "$smp" "${args[*]}" "$data" \
+	>"$report" <<'PY'
+import json, re, statistics, sys
+guest, plugin, kernel, commit, smp, args, data = sys.argv[1:]
 windows = re.findall(r'bench: insns-window (.*)\|(\S+)\|(\d+)', open(guest, errors='replace').read())
 counts = [int(x) for x in re.findall(r'^insns (\d+)$', open(plugin).read(), re.M)]
 if len(windows) != len(counts) or not counts:
@@ -70,17 +72,22 @@ print("Every instruction any vCPU executed during each transfer (writers, reader
       "repetitions, and their range. Ratio: mini_pipe / FIFO (lower: less work).\n")
 print("| cell | FIFO insns/KiB | mini_pipe insns/KiB | ratio | FIFO range | mini_pipe range |")
 print("|---|---|---|---|---|---|")
-ratios = []
+ratios, table = [], {}
 for label, by in cells.items():
     f, m = by.get("fifo", []), by.get("mini_pipe", [])
     if not f or not m:
         continue
     fm, mm = statistics.median(f), statistics.median(m)
     ratios.append(mm / fm)
+    table[label] = {"fifo": f, "mini_pipe": m, "ratio": mm / fm}
     rng = lambda v: f"{min(v):.0f}-{max(v):.0f}"
     print(f"| {label} | {fm:.0f} | {mm:.0f} | {mm / fm:.3f}x | {rng(f)} | {rng(m)} |")
 print(f"\nMedian ratio over the {len(ratios)} cells: {statistics.median(ratios):.3f}x; "
       f"{sum(r < 1 for r in ratios)} of {len(ratios)} below 1.0x.")
+with open(data, "w") as out:
+    json.dump({"kernel": kernel, "commit": commit, "cpus": int(smp), "args": args,
+               "insns_per_kib": table}, out, indent=1)
+    out.write("\n")
 PY
-say "wrote $report"
+say "wrote $report and $data"
 cat "$report"
