@@ -50,20 +50,20 @@ impl Extent {
 
     /// Runs `copy` on each segment in order (at most two; see [`Extent::segments`]), handed its
     /// start and length, until one comes back short. Returns the sum of what it returned.
+    ///
+    /// Written out segment by segment rather than as a loop over the array: the loop called
+    /// into `core` for the array's iterator on every copy (logs/bench/NOTES.md, section 18).
     #[inline]
     fn copy_segments(self, cap: usize, mut copy: impl FnMut(usize, usize) -> usize) -> usize {
-        let mut copied = 0;
-        for (start, len) in self.segments(cap) {
-            if len == 0 {
-                break;
-            }
-            let n = copy(start, len).min(len);
-            copied += n;
-            if n < len {
-                break;
-            }
+        let [(start, len), (wrapped_start, wrapped_len)] = self.segments(cap);
+        if len == 0 {
+            return 0;
         }
-        copied
+        let n = copy(start, len).min(len);
+        if n < len || wrapped_len == 0 {
+            return n;
+        }
+        n + copy(wrapped_start, wrapped_len).min(wrapped_len)
     }
 
     /// Whether the two extents share a byte, in an array of `cap` bytes.

@@ -225,6 +225,7 @@ struct PipeInner {
 impl PipeInner {
     /// The ring's bytes that come before the first offer in the stream (all of them when
     /// nothing is offered): a read takes these first.
+    #[inline]
     fn ring_ahead(&self) -> usize {
         match self.handoffs.head_mark() {
             Some(mark) => {
