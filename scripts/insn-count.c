@@ -48,7 +48,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = 1;
 
 /* Each vCPU adds to its own counter, so no count is lost to a race between vCPU threads. */
 static _Atomic uint64_t executed[MAX_VCPUS];
-static uint64_t window_start;
+/* Written by whichever vCPU executes the opening marker, read by the one that closes. */
+static _Atomic uint64_t window_start;
 
 static uint64_t total(void)
 {
@@ -67,7 +68,7 @@ static void on_block(unsigned int vcpu, void *n_insns)
 
 static void on_open(unsigned int vcpu, void *unused)
 {
-	window_start = total();
+	atomic_store_explicit(&window_start, total(), memory_order_relaxed);
 }
 
 static void on_close(unsigned int vcpu, void *unused)
@@ -75,7 +76,8 @@ static void on_close(unsigned int vcpu, void *unused)
 	char line[64];
 
 	snprintf(line, sizeof(line), "insns %llu\n",
-		 (unsigned long long)(total() - window_start));
+		 (unsigned long long)(total() -
+				      atomic_load_explicit(&window_start, memory_order_relaxed)));
 	qemu_plugin_outs(line);
 }
 
